@@ -1,0 +1,239 @@
+"""The plugin entry point: environment and stdin in, a result or an error object out.
+
+``run(plugin)`` does what the Go ``skel`` package does for the reference plugins: it reads the
+``CNI_*`` variables, validates them and the network config as the spec says, negotiates the
+version, dispatches ADD / DEL / CHECK / VERSION / STATUS / GC, converts the result to the
+config's version, and turns every failure into the spec's error object on stdout with a non-zero
+exit. Nothing but JSON ever reaches stdout; tracebacks go to stderr.
+
+``execute(plugin, env, stdin)`` is the same thing as a pure function returning
+``(stdout_bytes, exit_code)``, so a plugin can be run in-process (by another plugin delegating
+to it, or by a resident helper) with behaviour identical to the executable.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from cni import version as versions
+from cni.errors import (
+    DECODE_FAILURE,
+    INCOMPATIBLE_VERSION,
+    INTERNAL,
+    INVALID_CONFIG,
+    INVALID_ENV,
+    INVALID_NETNS,
+    CNIError,
+)
+
+COMMANDS = ("ADD", "DEL", "CHECK", "VERSION", "STATUS", "GC")
+
+# Which variables each command needs; CNI_PATH is required like the Go skeleton does.
+_REQUIRED_ENV: dict[str, tuple[str, ...]] = {
+    "ADD": ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_PATH"),
+    "CHECK": ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_PATH"),
+    "DEL": ("CNI_CONTAINERID", "CNI_IFNAME", "CNI_PATH"),
+    "GC": ("CNI_PATH",),
+    "STATUS": ("CNI_PATH",),
+}
+
+_NAME_FIRST = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+_NAME_REST = _NAME_FIRST | frozenset("_.-")
+MAX_IFNAME = 15
+
+
+def valid_name(name: str) -> bool:
+    """The spec's ``^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`` for network names and container IDs."""
+    return bool(name) and name[0] in _NAME_FIRST and all(c in _NAME_REST for c in name)
+
+
+def ifname_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a Linux interface name, or None when it can."""
+    if not name:
+        return "interface name is empty"
+    if len(name.encode()) > MAX_IFNAME:
+        return f"interface name is too long: {len(name.encode())} > {MAX_IFNAME}"
+    if name in (".", ".."):
+        return "interface name is . or .."
+    if any(c in "/:" or c.isspace() for c in name):
+        return "interface name contains / or : or whitespace characters"
+    return None
+
+
+@dataclass
+class Request:
+    """One invocation: what the runtime said in the environment and on stdin."""
+
+    command: str
+    container_id: str = ""
+    netns: str = ""
+    ifname: str = ""
+    cni_args: dict[str, str] = field(default_factory=dict)
+    path: list[str] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+    stdin: bytes = b""
+    cni_version: str = versions.CURRENT
+    env: Mapping[str, str] = field(default_factory=dict)
+    # prevResult lifted to the canonical 1.1.0 shape, or None when the runtime sent none.
+    prev_result: dict[str, Any] | None = None
+
+    @property
+    def network(self) -> str:
+        return str(self.config.get("name", ""))
+
+    @property
+    def runtime_config(self) -> dict[str, Any]:
+        rc = self.config.get("runtimeConfig")
+        return rc if isinstance(rc, dict) else {}
+
+
+Handler = Callable[[Request], Any]
+
+
+@dataclass
+class Plugin:
+    name: str
+    add: Handler
+    delete: Handler
+    check: Handler | None = None
+    status: Handler | None = None
+    gc: Handler | None = None
+    versions: tuple[str, ...] = versions.ALL_VERSIONS
+    about: str = ""
+
+
+def execute(plugin: Plugin, env: Mapping[str, str], stdin: bytes) -> tuple[bytes, int]:
+    """Run one invocation and return (stdout, exit code); never raises."""
+    cni_version = versions.CURRENT
+    try:
+        command = env.get("CNI_COMMAND", "")
+        if command == "VERSION":
+            return _json({"cniVersion": versions.CURRENT, "supportedVersions": list(plugin.versions)}), 0
+        request = _build_request(plugin, command, env, stdin)
+        cni_version = request.cni_version
+        output = _dispatch(plugin, request)
+        return (_json(output) if output is not None else b""), 0
+    except CNIError as err:
+        return _json(err.to_dict(cni_version)), 1
+    except Exception as exc:  # a bug or an unexpected OS failure: still a well-formed error object
+        traceback.print_exc(file=sys.stderr)
+        return _json(CNIError(INTERNAL, str(exc) or type(exc).__name__).to_dict(cni_version)), 1
+
+
+def run(plugin: Plugin) -> None:
+    """The console-script entry point: real environment, real stdin, real exit."""
+    env = os.environ
+    if not env.get("CNI_COMMAND"):
+        supported = ", ".join(plugin.versions)
+        print(plugin.about or f"CNI {plugin.name} plugin\nCNI protocol versions supported: {supported}",
+              file=sys.stderr)
+        sys.exit(0)
+    stdin = b"" if env.get("CNI_COMMAND") == "VERSION" else sys.stdin.buffer.read()
+    out, code = execute(plugin, env, stdin)
+    if out:
+        sys.stdout.buffer.write(out)
+        sys.stdout.buffer.flush()
+    sys.exit(code)
+
+
+def _json(obj: object) -> bytes:
+    return json.dumps(obj, indent=4).encode() + b"\n"
+
+
+def _build_request(plugin: Plugin, command: str, env: Mapping[str, str], stdin: bytes) -> Request:
+    if command not in COMMANDS:
+        raise CNIError(INVALID_ENV, f"unknown CNI_COMMAND: {command}")
+    missing = [var for var in _REQUIRED_ENV[command] if not env.get(var)]
+    if missing:
+        raise CNIError(INVALID_ENV, f"required env variables [{','.join(missing)}] missing")
+    container_id = env.get("CNI_CONTAINERID", "")
+    if container_id and not valid_name(container_id):
+        raise CNIError(INVALID_ENV, "invalid characters in containerID", container_id)
+    ifname = env.get("CNI_IFNAME", "")
+    if command in ("ADD", "CHECK", "DEL"):
+        problem = ifname_problem(ifname)
+        if problem:
+            raise CNIError(INVALID_ENV, f"invalid CNI_IFNAME {ifname!r}: {problem}")
+
+    config = _decode_config(stdin)
+    cni_version = _negotiate_version(plugin, command, config)
+    request = Request(
+        command=command,
+        container_id=container_id,
+        netns=env.get("CNI_NETNS", ""),
+        ifname=ifname,
+        path=[p for p in env.get("CNI_PATH", "").split(os.pathsep) if p],
+        config=config,
+        stdin=stdin,
+        cni_version=cni_version,
+        env=env,
+    )
+    from cni import args  # noqa: PLC0415 - tiny, but only needed here
+
+    request.cni_args = args.parse(env.get("CNI_ARGS", ""))
+    if "prevResult" in config and config["prevResult"] is not None:
+        from cni import result  # noqa: PLC0415
+
+        request.prev_result = result.to_canonical(config["prevResult"], cni_version)
+    if command == "ADD" and request.netns and not env.get("CNI_NETNS_OVERRIDE"):
+        _refuse_own_netns(request.netns)
+    return request
+
+
+def _decode_config(stdin: bytes) -> dict[str, Any]:
+    try:
+        config = json.loads(stdin or b"")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CNIError(DECODE_FAILURE, f"error unmarshall network config: {exc}") from None
+    if not isinstance(config, dict):
+        raise CNIError(DECODE_FAILURE, "error unmarshall network config: not a JSON object")
+    name = config.get("name")
+    if not name:
+        raise CNIError(INVALID_CONFIG, "missing network name")
+    if not isinstance(name, str) or not valid_name(name):
+        raise CNIError(INVALID_CONFIG, "invalid characters found in network name", str(name)[:256])
+    return config
+
+
+def _negotiate_version(plugin: Plugin, command: str, config: dict[str, Any]) -> str:
+    ver = config.get("cniVersion") or "0.1.0"
+    if not isinstance(ver, str) or ver not in plugin.versions:
+        supported = " ".join(f'"{v}"' for v in plugin.versions)
+        raise CNIError(INCOMPATIBLE_VERSION, "incompatible CNI versions",
+                       f'config is "{str(ver)[:64]}", plugin supports [{supported}]')
+    if command == "CHECK" and not versions.at_least(ver, "0.4.0"):
+        raise CNIError(INCOMPATIBLE_VERSION, "config version does not allow CHECK")
+    if command in ("GC", "STATUS") and not versions.at_least(ver, "1.1.0"):
+        raise CNIError(INCOMPATIBLE_VERSION, f"config version does not allow {command}")
+    return ver
+
+
+def _refuse_own_netns(netns: str) -> None:
+    """A runtime bug would have us reconfigure the node itself; refuse like the Go skeleton (code 8)."""
+    try:
+        target = os.stat(netns)
+        own = os.stat("/proc/self/ns/net")
+    except OSError:
+        return  # the plugin reports a missing netns itself, with a better message
+    if (target.st_dev, target.st_ino) == (own.st_dev, own.st_ino):
+        raise CNIError(INVALID_NETNS, "netns is the plugin's own network namespace", netns)
+
+
+def _dispatch(plugin: Plugin, request: Request) -> dict[str, Any] | None:
+    if request.command == "ADD":
+        from cni import result  # noqa: PLC0415
+
+        produced = plugin.add(request)
+        return result.from_canonical(produced, request.cni_version)
+    if request.command == "DEL":
+        plugin.delete(request)
+        return None
+    handler = {"CHECK": plugin.check, "STATUS": plugin.status, "GC": plugin.gc}[request.command]
+    if handler is not None:
+        handler(request)
+    return None

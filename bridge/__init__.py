@@ -1,0 +1,1 @@
+"""The bridge main plugin: a Linux bridge, a veth pair per container, addresses, routes and ipMasq."""

@@ -1,0 +1,115 @@
+"""Kernel UAPI numbers used by the library (linux/rtnetlink.h, if_link.h, if_addr.h, if_bridge.h).
+
+Kept as plain ints (no enum) so importing them costs nothing.
+"""
+from __future__ import annotations
+
+# Address families (values from linux/socket.h; hard-coded to avoid importing ``socket``).
+AF_UNSPEC = 0
+AF_INET = 2
+AF_BRIDGE = 7
+AF_INET6 = 10
+
+# rtnetlink message types.
+RTM_NEWLINK = 16
+RTM_DELLINK = 17
+RTM_GETLINK = 18
+RTM_SETLINK = 19
+RTM_NEWADDR = 20
+RTM_DELADDR = 21
+RTM_GETADDR = 22
+RTM_NEWROUTE = 24
+RTM_DELROUTE = 25
+RTM_GETROUTE = 26
+
+# Interface flags (linux/if.h).
+IFF_UP = 0x1
+IFF_BROADCAST = 0x2
+IFF_LOOPBACK = 0x8
+IFF_RUNNING = 0x40
+IFF_PROMISC = 0x100
+IFF_LOWER_UP = 0x10000
+
+# Link attributes.
+IFLA_ADDRESS = 1
+IFLA_IFNAME = 3
+IFLA_MTU = 4
+IFLA_LINK = 5
+IFLA_MASTER = 10
+IFLA_PROTINFO = 12
+IFLA_OPERSTATE = 16
+IFLA_LINKINFO = 18
+IFLA_AF_SPEC = 26
+IFLA_NET_NS_FD = 28
+IFLA_EXT_MASK = 29
+IFLA_LINK_NETNSID = 37
+
+IFLA_INFO_KIND = 1
+IFLA_INFO_DATA = 2
+IFLA_INFO_SLAVE_KIND = 4
+IFLA_INFO_SLAVE_DATA = 5
+
+IFLA_BR_VLAN_FILTERING = 7
+IFLA_BRPORT_MODE = 4  # hairpin
+IFLA_BRPORT_ISOLATED = 33
+VETH_INFO_PEER = 1
+
+RTEXT_FILTER_BRVLAN_COMPRESSED = 1 << 2
+RTEXT_FILTER_SKIP_STATS = 1 << 3
+
+# Bridge AF_SPEC attributes and flags (linux/if_bridge.h).
+IFLA_BRIDGE_FLAGS = 0
+IFLA_BRIDGE_VLAN_INFO = 2
+BRIDGE_FLAGS_MASTER = 1
+BRIDGE_FLAGS_SELF = 2
+BRIDGE_VLAN_INFO_PVID = 1 << 1
+BRIDGE_VLAN_INFO_UNTAGGED = 1 << 2
+BRIDGE_VLAN_INFO_RANGE_BEGIN = 1 << 3
+BRIDGE_VLAN_INFO_RANGE_END = 1 << 4
+
+# Operational states (IF_OPER_*), indexed by their kernel value.
+OPERSTATES = ("UNKNOWN", "NOTPRESENT", "DOWN", "LOWERLAYERDOWN", "TESTING", "DORMANT", "UP")
+
+# Address attributes and flags.
+IFA_ADDRESS = 1
+IFA_LOCAL = 2
+IFA_LABEL = 3
+IFA_BROADCAST = 4
+IFA_FLAGS = 8
+IFA_F_SECONDARY = 0x01
+IFA_F_NODAD = 0x02
+IFA_F_DADFAILED = 0x08
+IFA_F_TENTATIVE = 0x40
+IFA_F_PERMANENT = 0x80
+
+# Route attributes, metrics and rtmsg field values.
+RTA_DST = 1
+RTA_OIF = 4
+RTA_GATEWAY = 5
+RTA_PRIORITY = 6
+RTA_PREFSRC = 7
+RTA_METRICS = 8
+RTA_MULTIPATH = 9
+RTA_TABLE = 15
+RTAX_MTU = 2
+RTAX_ADVMSS = 8
+
+RT_SCOPE_UNIVERSE = 0
+RT_SCOPE_SITE = 200
+RT_SCOPE_LINK = 253
+RT_SCOPE_HOST = 254
+RT_SCOPE_NOWHERE = 255
+
+RT_TABLE_UNSPEC = 0
+RT_TABLE_MAIN = 254
+RT_TABLE_LOCAL = 255
+
+RTN_UNSPEC = 0
+RTN_UNICAST = 1
+RTN_LOCAL = 2
+
+RTPROT_UNSPEC = 0
+RTPROT_KERNEL = 2
+RTPROT_BOOT = 3
+
+RTM_F_CLONED = 0x200

@@ -1,0 +1,1 @@
+"""The portmap meta plugin: hostPorts to container ports with DNAT, hairpin and masquerade."""

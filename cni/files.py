@@ -13,6 +13,7 @@ def atomic_write(path: str, data: bytes, mode: int = 0o600) -> None:
     tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
     try:
+        os.fchmod(fd, mode)  # the umask must not narrow (or the caller widen) the final mode
         os.write(fd, data)
         os.fsync(fd)
     finally:

@@ -6,5 +6,6 @@ Modules:
 - ``store``: the on-disk store ``<dataDir>/<network>/<ip>`` shared with the Go reference.
 - ``allocator``: round-robin allocation per range set.
 - ``dns``: resolv.conf parsing for the result's ``dns``.
-- ``plugin``: the ADD / DEL / CHECK / GC / STATUS handlers and ``main()``.
+- ``plugin``: the ADD / DEL / CHECK / GC / STATUS handlers, ``PLUGIN`` and ``main()``.
+- ``record``: value semantics for small ``__slots__`` classes (cheaper than dataclasses).
 """

@@ -9,10 +9,11 @@ Differences from a bare ``ipaddress`` call that matter for interoperability:
 from __future__ import annotations
 
 import ipaddress
-from typing import Union
 
-IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
-IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+TYPE_CHECKING = False  # typing costs milliseconds per exec; type checkers treat this as True
+if TYPE_CHECKING:
+    IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+    IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def parse_ip(text: object) -> IPAddress:

@@ -2,6 +2,7 @@
 
 Kept as plain ints (no enum) so importing them costs nothing.
 """
+
 from __future__ import annotations
 
 # Address families (values from linux/socket.h; hard-coded to avoid importing ``socket``).

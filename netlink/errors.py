@@ -1,4 +1,5 @@
 """The one exception type the library raises for failures reported by the kernel."""
+
 from __future__ import annotations
 
 

@@ -1,4 +1,5 @@
 """IP address, CIDR and MAC text <-> bytes conversions, without the (slow to import) ipaddress module."""
+
 from __future__ import annotations
 
 # ``_socket`` is the C half of ``socket``; importing the Python wrapper costs ~6 ms (it pulls

@@ -5,6 +5,7 @@ per-thread, and ``enter`` always puts the thread back where it was. Python 3.11 
 no ``os.setns``, so it is reached through ctypes, imported lazily because it costs
 a few milliseconds and only callers that switch namespaces need it.
 """
+
 from __future__ import annotations
 
 import os

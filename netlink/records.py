@@ -3,6 +3,7 @@
 Plain ``__slots__`` classes rather than dataclasses: importing ``dataclasses`` costs
 ~15 ms (it pulls in ``inspect``), more than this whole library is allowed.
 """
+
 from __future__ import annotations
 
 import struct
@@ -20,7 +21,7 @@ BRIDGE_VLAN_INFO = struct.Struct("=HH")  # flags, vid
 class _Record:
     """Value semantics (repr, ==) derived from ``__slots__``."""
 
-    __slots__ = ()
+    __slots__: tuple[str, ...] = ()
     __hash__ = None  # type: ignore[assignment]  # mutable, so not hashable
 
     def __repr__(self) -> str:
@@ -37,8 +38,20 @@ class Link(_Record):
     """A network interface as RTM_GETLINK reports it."""
 
     __slots__ = (
-        "index", "name", "kind", "mac", "mtu", "flags", "master", "operstate",
-        "link_index", "link_netnsid", "slave_kind", "vlan_filtering", "hairpin", "isolated",
+        "index",
+        "name",
+        "kind",
+        "mac",
+        "mtu",
+        "flags",
+        "master",
+        "operstate",
+        "link_index",
+        "link_netnsid",
+        "slave_kind",
+        "vlan_filtering",
+        "hairpin",
+        "isolated",
     )
     index: int
     name: str
@@ -56,11 +69,22 @@ class Link(_Record):
     isolated: bool | None  # bridge ports only
 
     def __init__(
-        self, *, index: int, name: str, kind: str | None = None, mac: str | None = None,
-        mtu: int = 0, flags: int = 0, master: int | None = None, operstate: str = "UNKNOWN",
-        link_index: int | None = None, link_netnsid: int | None = None,
-        slave_kind: str | None = None, vlan_filtering: bool | None = None,
-        hairpin: bool | None = None, isolated: bool | None = None,
+        self,
+        *,
+        index: int,
+        name: str,
+        kind: str | None = None,
+        mac: str | None = None,
+        mtu: int = 0,
+        flags: int = 0,
+        master: int | None = None,
+        operstate: str = "UNKNOWN",
+        link_index: int | None = None,
+        link_netnsid: int | None = None,
+        slave_kind: str | None = None,
+        vlan_filtering: bool | None = None,
+        hairpin: bool | None = None,
+        isolated: bool | None = None,
     ) -> None:
         self.index = index
         self.name = name
@@ -99,8 +123,14 @@ class Addr(_Record):
     label: str | None  # IPv4 only
 
     def __init__(
-        self, *, index: int, family: int, cidr: str, scope: int = c.RT_SCOPE_UNIVERSE,
-        flags: int = 0, label: str | None = None,
+        self,
+        *,
+        index: int,
+        family: int,
+        cidr: str,
+        scope: int = c.RT_SCOPE_UNIVERSE,
+        flags: int = 0,
+        label: str | None = None,
     ) -> None:
         self.index = index
         self.family = family
@@ -127,8 +157,18 @@ class Route(_Record):
     """A route as RTM_GETROUTE reports it (a table entry, or the answer to a lookup)."""
 
     __slots__ = (
-        "family", "dst", "gw", "oif", "table", "priority", "scope", "protocol", "type",
-        "prefsrc", "mtu", "advmss",
+        "family",
+        "dst",
+        "gw",
+        "oif",
+        "table",
+        "priority",
+        "scope",
+        "protocol",
+        "type",
+        "prefsrc",
+        "mtu",
+        "advmss",
     )
     family: int
     dst: str  # network CIDR; the default route is "0.0.0.0/0" or "::/0"
@@ -144,10 +184,19 @@ class Route(_Record):
     advmss: int | None
 
     def __init__(
-        self, *, family: int, dst: str, gw: str | None = None, oif: int | None = None,
-        table: int = c.RT_TABLE_MAIN, priority: int | None = None,
-        scope: int = c.RT_SCOPE_UNIVERSE, protocol: int = c.RTPROT_UNSPEC,
-        type: int = c.RTN_UNICAST, prefsrc: str | None = None, mtu: int | None = None,
+        self,
+        *,
+        family: int,
+        dst: str,
+        gw: str | None = None,
+        oif: int | None = None,
+        table: int = c.RT_TABLE_MAIN,
+        priority: int | None = None,
+        scope: int = c.RT_SCOPE_UNIVERSE,
+        protocol: int = c.RTPROT_UNSPEC,
+        type: int = c.RTN_UNICAST,
+        prefsrc: str | None = None,
+        mtu: int | None = None,
         advmss: int | None = None,
     ) -> None:
         self.family = family
@@ -196,7 +245,9 @@ def decode_link(body: bytes) -> Link:
     info = parse_attrs(attrs[c.IFLA_LINKINFO]) if c.IFLA_LINKINFO in attrs else {}
     kind = cstr(info[c.IFLA_INFO_KIND]) if c.IFLA_INFO_KIND in info else None
     slave_kind = cstr(info[c.IFLA_INFO_SLAVE_KIND]) if c.IFLA_INFO_SLAVE_KIND in info else None
-    bridge_data = parse_attrs(info[c.IFLA_INFO_DATA]) if kind == "bridge" and c.IFLA_INFO_DATA in info else None
+    bridge_data = (
+        parse_attrs(info[c.IFLA_INFO_DATA]) if kind == "bridge" and c.IFLA_INFO_DATA in info else None
+    )
     port_data = (
         parse_attrs(info[c.IFLA_INFO_SLAVE_DATA])
         if slave_kind == "bridge" and c.IFLA_INFO_SLAVE_DATA in info
@@ -283,11 +334,13 @@ def decode_bridge_vlans(body: bytes) -> list[BridgeVlan]:
         first = range_start if range_start is not None and flags & c.BRIDGE_VLAN_INFO_RANGE_END else vid
         range_start = None
         for member in range(first, vid + 1):
-            vlans.append(BridgeVlan(
-                vid=member,
-                pvid=bool(flags & c.BRIDGE_VLAN_INFO_PVID),
-                untagged=bool(flags & c.BRIDGE_VLAN_INFO_UNTAGGED),
-            ))
+            vlans.append(
+                BridgeVlan(
+                    vid=member,
+                    pvid=bool(flags & c.BRIDGE_VLAN_INFO_PVID),
+                    untagged=bool(flags & c.BRIDGE_VLAN_INFO_UNTAGGED),
+                )
+            )
     return vlans
 
 

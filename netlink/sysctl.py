@@ -7,6 +7,7 @@ Everything under /proc/sys/net belongs to the network namespace of the *calling
 thread* at the time the file is opened, so to change a container's settings call
 these inside ``netlink.netns.enter(container_netns)``.
 """
+
 from __future__ import annotations
 
 import os

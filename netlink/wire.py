@@ -3,6 +3,7 @@
 Everything here is pure byte manipulation, so it can be unit-tested without a kernel.
 All integers are in host byte order, as netlink requires.
 """
+
 from __future__ import annotations
 
 import struct

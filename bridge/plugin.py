@@ -1,0 +1,232 @@
+"""The bridge plugin's commands: ADD, DEL, CHECK, STATUS and GC.
+
+What an attachment owns (its host veth, its addresses, whether it has masquerade rules) is kept in
+an ownership record written before anything is created, so DEL cleans up exactly, even when the
+runtime passes an empty or already-deleted ``CNI_NETNS`` (the reference leaks its ipMasq rules
+then), and a failed ADD undoes everything it did (the reference leaves the veth behind).
+"""
+from __future__ import annotations
+
+import ipaddress
+import sys
+
+from cni import args as cni_args
+from cni import skel
+from cni.errors import INTERNAL, UNKNOWN_CONTAINER, CNIError
+from cni.records import Attachment, RecordStore, state_dir
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from bridge.config import BridgeConf
+    from cni.skel import Request
+
+KNOWN_ARGS = frozenset({"IP", "MAC"}) | cni_args.KUBERNETES_KEYS
+OWNER = "bridge"
+
+
+def _store(req: Request) -> RecordStore:
+    return RecordStore(state_dir(req.config), OWNER)
+
+
+def _attachment(req: Request) -> Attachment:
+    return Attachment(req.network, req.container_id, req.ifname)
+
+
+def _ipam_type(conf: BridgeConf) -> str:
+    kind = conf.ipam.get("type") if isinstance(conf.ipam, dict) else None
+    return kind if isinstance(kind, str) else ""
+
+
+def cmd_add(req: Request) -> dict[str, Any]:
+    from bridge import config, ipmasq, links  # noqa: PLC0415 - only ADD/DEL/CHECK pay for these
+    from cni import invoke  # noqa: PLC0415
+    from netlink import netns  # noqa: PLC0415
+    from netlink.rtnl import Netlink  # noqa: PLC0415
+
+    conf = config.load(req.config)
+    cni_args.check_known(req.cni_args, KNOWN_ARGS)
+    mac = config.container_mac(conf, req.cni_args)
+    if not netns.is_netns(req.netns):
+        raise CNIError(UNKNOWN_CONTAINER, f"failed to open netns {req.netns!r}: not a network namespace")
+    ipam = _ipam_type(conf)
+    store, att = _store(req), _attachment(req)
+    host_veth = links.new_host_veth_name()
+    record: dict[str, Any] = {"bridge": conf.bridge, "hostVeth": host_veth, "ips": [], "ipMasq": conf.ipMasq,
+                              "ipam": ipam}
+    store.save(att, record)  # before anything exists, so a crash from here on is recoverable by DEL
+    ipam_done = False
+    try:
+        with Netlink.open() as nl, Netlink.open(req.netns) as ctr_nl:
+            bridge = links.ensure_bridge(nl, conf)
+            links.create_veth(ctr_nl, req.ifname, host_veth, conf.mtu, mac)
+            host_link = links.attach_host_veth(nl, host_veth, bridge, conf)
+            result: dict[str, Any] = {"cniVersion": req.cni_version, "interfaces": [
+                {"name": bridge.name, "mac": bridge.mac or ""},
+                {"name": host_veth, "mac": host_link.mac or ""},
+                {"name": req.ifname, "mac": "", "sandbox": req.netns},
+            ]}
+            if ipam:
+                # A failing IPAM ADD releases what it reserved itself; only a successful one needs a DEL.
+                ipam_result = invoke.delegate(req, ipam, "ADD") or {}
+                ipam_done = True
+                ips = [dict(ip) for ip in ipam_result.get("ips") or []]
+                if not ips:
+                    raise CNIError(INTERNAL, "IPAM plugin returned missing IP config")
+                _complete_ips(ips, conf)
+                routes = _routes_with_defaults(ipam_result.get("routes") or [], ips, conf)
+                record["ips"] = [ip["address"] for ip in ips]
+                store.save(att, record)
+                ctr_link = links.configure_container(ctr_nl, req.netns, req.ifname, ips, routes, conf.enabledad)
+                families = {ipaddress.ip_interface(ip["address"]).version for ip in ips}
+                if conf.isGateway:
+                    for ip in ips:
+                        if ip.get("gateway"):
+                            prefix = ipaddress.ip_interface(ip["address"]).network.prefixlen
+                            links.ensure_gateway_address(nl, bridge, f"{ip['gateway']}/{prefix}", conf.forceAddress)
+                    links.enable_forwarding(families)
+                if conf.ipMasq:
+                    ipmasq.setup(req.network, req.container_id, ips)
+                result["ips"] = ips
+                result["routes"] = routes
+                dns = conf.dns if conf.dns else ipam_result.get("dns")
+                if dns:
+                    result["dns"] = dns
+            else:
+                ctr_link = ctr_nl.link_get(req.ifname)
+                if ctr_link is not None:
+                    ctr_nl.link_set(ctr_link.index, up=True)
+            result["interfaces"][2]["mac"] = ctr_link.mac if ctr_link is not None else ""
+            bridge_now = nl.link_get(conf.bridge)
+            if bridge_now is not None:
+                result["interfaces"][0]["mac"] = bridge_now.mac or ""
+            return result
+    except BaseException:
+        _undo_add(req, conf, ipam if ipam_done else "", store, att)
+        raise
+
+
+def _complete_ips(ips: list[dict[str, Any]], conf: BridgeConf) -> None:
+    """Point every IP at the container interface (index 2); default gateways to the subnet's first host."""
+    for ip in ips:
+        ip["interface"] = 2
+        if conf.isGateway and not ip.get("gateway"):
+            iface = ipaddress.ip_interface(ip["address"])
+            ip["gateway"] = str(iface.network.network_address + 1)
+
+
+def _routes_with_defaults(routes: list[dict[str, Any]], ips: list[dict[str, Any]], conf: BridgeConf) -> list[dict[str, Any]]:
+    routes = [dict(r) for r in routes]
+    if not conf.isDefaultGateway:
+        return routes
+    for ip in ips:
+        family = ipaddress.ip_interface(ip["address"]).version
+        default = "0.0.0.0/0" if family == 4 else "::/0"
+        has_default = any(r.get("dst") == default and r.get("gw") for r in routes)
+        if not has_default and ip.get("gateway"):
+            routes = [r for r in routes if r.get("dst") != default]
+            routes.append({"dst": default, "gw": ip["gateway"]})
+    return routes
+
+
+def _undo_add(req: Request, conf: BridgeConf, ipam: str, store: RecordStore, att: Attachment) -> None:
+    """Best effort: remove everything a failed ADD created, then its record."""
+    try:
+        _teardown(req, conf, store.load(att) or {}, ipam)
+        store.delete(att)
+    except Exception as exc:  # the original error matters more; the record stays for a later DEL
+        print(f"bridge: cleanup after failed ADD incomplete: {exc}", file=sys.stderr)
+
+
+def _teardown(req: Request, conf: BridgeConf, record: dict[str, Any], ipam: str) -> None:
+    from bridge import ipmasq, links  # noqa: PLC0415
+    from cni import invoke  # noqa: PLC0415
+    from netlink.rtnl import Netlink  # noqa: PLC0415
+
+    links.delete_container_link(req.netns, req.ifname)
+    host_veth = record.get("hostVeth")
+    if isinstance(host_veth, str) and host_veth:
+        with Netlink.open() as nl:
+            links.delete_host_veth(nl, host_veth, str(record.get("bridge") or conf.bridge))
+    if ipam:
+        invoke.delegate(req, ipam, "DEL")
+    # By chain name alone: needs neither the netns nor the container's addresses.
+    ipmasq.teardown(req.network, req.container_id)
+
+
+def cmd_del(req: Request) -> None:
+    from bridge import config  # noqa: PLC0415
+
+    conf = config.load(req.config)
+    store, att = _store(req), _attachment(req)
+    try:
+        record = store.load(att) or {}
+    except CNIError as err:  # a corrupt record must not make DEL fail: tear down by name instead
+        print(f"bridge: {err}; tearing down without it", file=sys.stderr)
+        record = {}
+    _teardown(req, conf, record, _ipam_type(conf))
+    store.delete(att)
+
+
+def cmd_check(req: Request) -> None:
+    from bridge import check, config  # noqa: PLC0415
+    from cni import invoke  # noqa: PLC0415
+
+    conf = config.load(req.config)
+    cni_args.check_known(req.cni_args, KNOWN_ARGS)
+    ipam = _ipam_type(conf)
+    if ipam:
+        invoke.delegate(req, ipam, "CHECK")
+    if req.prev_result is None:
+        raise CNIError(7, "Required prevResult missing")
+    check.verify(req, conf)
+
+
+def cmd_status(req: Request) -> None:
+    from bridge import config  # noqa: PLC0415
+    from cni import invoke  # noqa: PLC0415
+
+    ipam = _ipam_type(config.load(req.config))
+    if ipam:
+        invoke.delegate(req, ipam, "STATUS")
+
+
+def cmd_gc(req: Request) -> None:
+    """Remove masquerade rules and records of attachments the runtime no longer knows; forward to IPAM."""
+    from bridge import config, ipmasq, links  # noqa: PLC0415
+    from cni import invoke  # noqa: PLC0415
+    from cni.gc import valid_attachments  # noqa: PLC0415
+    from netlink.rtnl import Netlink  # noqa: PLC0415
+
+    conf = config.load(req.config)
+    valid = valid_attachments(req.config)
+    store = _store(req)
+    errors: list[str] = []
+    for att in list(store.attachments(req.network)):
+        if (att.container_id, att.ifname) in valid:
+            continue
+        try:
+            record = store.load(att) or {}
+            if record.get("hostVeth"):
+                with Netlink.open() as nl:
+                    links.delete_host_veth(nl, str(record["hostVeth"]), str(record.get("bridge") or conf.bridge))
+            ipmasq.teardown(att.network, att.container_id)
+            store.delete(att)
+        except Exception as exc:  # keep going: GC reports what it could not do
+            errors.append(f"{att.container_id}/{att.ifname}: {exc}")
+    ipam = _ipam_type(conf)
+    if ipam:
+        try:
+            invoke.delegate(req, ipam, "GC")
+        except CNIError as err:
+            errors.append(f"ipam: {err}")
+    if errors:
+        raise CNIError(INTERNAL, "bridge GC incomplete", "; ".join(errors))
+
+
+PLUGIN = skel.Plugin(name="bridge", add=cmd_add, delete=cmd_del, check=cmd_check, status=cmd_status, gc=cmd_gc)
+
+
+def main() -> None:
+    skel.run(PLUGIN)

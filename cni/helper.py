@@ -1,0 +1,169 @@
+"""The optional resident helper: a warm process that runs plugin calls for the installed executables.
+
+It imports every plugin and its libraries once, then forks one child per call. The child joins the
+caller's mount and network namespaces (their file descriptors come over the socket), takes the
+caller's stderr and environment, runs ``skel.execute`` exactly as the executable would, sends back
+stdout and the exit code, and exits. One call's state never leaks into another, a crashing call
+cannot take the helper down, and if the helper dies the child still answers (it owns the socket);
+if a child dies the executable reports code 11 ("try again later"), as if the plugin had been killed.
+
+Only root may connect (SO_PEERCRED), and the socket is created 0600.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import socket
+import struct
+import sys
+
+from cni import launcher
+
+PRELOAD = ("bridge.plugin:PLUGIN", "hostlocal.plugin:PLUGIN", "portmap.plugin:PLUGIN", "firewall.plugin:PLUGIN")
+# Heavy libraries the plugins import lazily; importing them here is the whole point of the helper.
+PRELOAD_MODULES = ("bridge.config", "bridge.links", "bridge.ipmasq", "bridge.check", "portmap.config",
+                   "portmap.apply", "firewall.config", "hostlocal.config", "hostlocal.allocator",
+                   "cni.invoke", "cni.result", "cni.types", "netlink.rtnl", "chains.table")
+CLONE_NEWNS = 0x00020000
+CLONE_NEWNET = 0x40000000
+MAX_REQUEST = 64 << 20
+
+
+def _load(entry: str) -> object:
+    module_name, _, attr = entry.partition(":")
+    return getattr(importlib.import_module(module_name), attr or "PLUGIN")
+
+
+def preload() -> dict[str, object]:
+    plugins = {}
+    for entry in PRELOAD:
+        try:
+            plugins[entry] = _load(entry)
+        except ImportError as exc:
+            print(f"helper: cannot preload {entry}: {exc}", file=sys.stderr)
+    for name in PRELOAD_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            print(f"helper: cannot preload {name}: {exc}", file=sys.stderr)
+    _warm_models()
+    return plugins
+
+
+def _warm_models() -> None:
+    """Build pydantic validators now rather than in every child."""
+    for module_name, fn, sample in (
+        ("portmap.config", "load", {"cniVersion": "1.0.0", "name": "warm",
+                                    "runtimeConfig": {"portMappings": [{"hostPort": 1, "containerPort": 1}]}}),
+        ("bridge.config", "load", {"cniVersion": "1.0.0", "name": "warm"}),
+    ):
+        try:
+            getattr(importlib.import_module(module_name), fn)(sample)
+        except Exception as exc:  # noqa: BLE001 - warming is an optimisation only
+            print(f"helper: warming {module_name} failed: {exc}", file=sys.stderr)
+
+
+def serve(path: str) -> None:
+    plugins = preload()
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)
+    try:
+        server.bind(path)
+    finally:
+        os.umask(old_umask)
+    server.listen(256)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
+    print(f"helper: serving on {path}", file=sys.stderr, flush=True)
+    try:
+        while True:
+            conn, _ = server.accept()
+            if os.fork() == 0:
+                server.close()
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                os._exit(_handle(conn, plugins))
+            conn.close()
+    finally:
+        server.close()
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
+def _peer_is_root(conn: socket.socket) -> bool:
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return uid == 0
+
+
+def _handle(conn: socket.socket, plugins: dict[str, object]) -> int:
+    try:
+        if not _peer_is_root(conn):
+            return 1
+        entry, env, stdin, fds = _receive(conn)
+        netns_fd, mntns_fd, stderr_fd = fds
+        from netlink import netns  # noqa: PLC0415
+
+        netns.setns(mntns_fd, CLONE_NEWNS)
+        netns.setns(netns_fd, CLONE_NEWNET)
+        os.dup2(stderr_fd, 2)
+        for fd in fds:
+            os.close(fd)
+        os.environ.clear()
+        os.environ.update(env)
+        plugin = plugins.get(entry) or _load(entry)
+        from cni import skel  # noqa: PLC0415
+
+        out, code = skel.execute(plugin, env, stdin)  # type: ignore[arg-type]
+        conn.sendall(len(out).to_bytes(8, "big") + bytes([code & 0xFF]) + out)
+        return 0
+    except Exception as exc:  # noqa: BLE001 - the caller then sees "helper ended before answering"
+        print(f"helper: call failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        conn.close()
+
+
+def _receive(conn: socket.socket) -> tuple[str, dict[str, str], bytes, list[int]]:
+    data, ancdata, _flags, _addr = conn.recvmsg(1 << 16, socket.CMSG_SPACE(3 * 4))
+    fds: list[int] = []
+    for level, kind, payload in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds += [int.from_bytes(payload[i:i + 4], sys.byteorder, signed=True) for i in range(0, len(payload), 4)]
+    if len(fds) != 3:
+        raise ValueError(f"expected 3 descriptors, got {len(fds)}")
+    while len(data) < 8:
+        more = conn.recv(8 - len(data))
+        if not more:
+            raise EOFError
+        data += more
+    size = int.from_bytes(data[:8], "big")
+    if size > MAX_REQUEST:
+        raise ValueError("request too large")
+    body = bytearray(data[8:])
+    while len(body) < size:
+        more = conn.recv(min(size - len(body), 1 << 20))
+        if not more:
+            raise EOFError
+        body += more
+    entry, env, stdin = launcher.decode_request(bytes(body))
+    return entry, env, stdin, fds
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(description="Run the resident helper for the installed CNI plugins.")
+    parser.add_argument("--socket", default=os.environ.get(launcher.SOCKET_ENV) or launcher.DEFAULT_SOCKET)
+    args = parser.parse_args(argv)
+    serve(args.socket)
+
+
+if __name__ == "__main__":
+    main()

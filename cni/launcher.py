@@ -1,0 +1,110 @@
+"""What an installed plugin executable runs: hand the call to the resident helper, or do it here.
+
+A runtime execs a plugin per container and waits for it; most of a Python plugin's time would be
+spent importing its libraries. When the optional resident helper (``cnictl helper``) is running,
+the executable only forwards its environment, stdin, stderr and namespaces over a unix socket and
+relays the answer: the helper forks a warm child that runs the very same ``skel.execute`` inside
+the caller's network and mount namespaces. When there is no helper (or ``PYCNI_HELPER=0``), the
+executable runs the plugin itself. Either way the observable behaviour is identical.
+
+Only builtin modules are imported before the decision: the client path must stay cheap.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import _socket
+
+DEFAULT_SOCKET = "/run/pycni/helper.sock"
+SOCKET_ENV = "PYCNI_HELPER_SOCKET"
+DISABLE_ENV = "PYCNI_HELPER"  # "0" = never use the helper
+SOL_SOCKET = 1
+SCM_RIGHTS = 1
+HELPER_DIED = (b'{"cniVersion": "1.1.0", "code": 11, "msg": "the plugin helper ended before answering; '
+               b'try again later"}\n')
+
+
+def encode_request(entry: str, env: dict[str, str], stdin: bytes) -> bytes:
+    """entry NUL, env as K=V NUL-separated, an empty field, then stdin; length-prefixed."""
+    head = [entry.encode()]
+    head += [f"{k}={v}".encode(errors="surrogateescape") for k, v in env.items() if "\0" not in k + v]
+    body = b"\0".join(head) + b"\0\0" + stdin
+    return len(body).to_bytes(8, "big") + body
+
+
+def decode_request(body: bytes) -> tuple[str, dict[str, str], bytes]:
+    head, _, stdin = body.partition(b"\0\0")
+    fields = head.split(b"\0")
+    env = {}
+    for item in fields[1:]:
+        key, _, value = item.decode(errors="surrogateescape").partition("=")
+        env[key] = value
+    return fields[0].decode(), env, stdin
+
+
+def _recv_exact(sock: _socket.socket, size: int) -> bytes:
+    chunks = []
+    while size:
+        chunk = sock.recv(min(size, 1 << 20))
+        if not chunk:
+            raise EOFError
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+def _via_helper(entry: str, stdin: bytes) -> tuple[bytes, int] | None:
+    """(stdout, exit code) from the helper, or None when no helper is listening."""
+    path = os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
+        try:
+            sock.connect(path)
+        except OSError:
+            return None  # no helper: do the work here
+        fds = [os.open("/proc/thread-self/ns/net", os.O_RDONLY), os.open("/proc/thread-self/ns/mnt", os.O_RDONLY)]
+        try:
+            payload = encode_request(entry, dict(os.environ), stdin)
+            fd_bytes = b"".join(fd.to_bytes(4, sys.byteorder, signed=True) for fd in (*fds, 2))
+            sock.sendmsg([payload], [(SOL_SOCKET, SCM_RIGHTS, fd_bytes)])
+        finally:
+            for fd in fds:
+                os.close(fd)
+        try:
+            size = int.from_bytes(_recv_exact(sock, 8), "big")
+            code = int.from_bytes(_recv_exact(sock, 1), "big")
+            return _recv_exact(sock, size), code
+        except (EOFError, OSError):
+            return HELPER_DIED, 1
+    finally:
+        sock.close()
+
+
+def main(entry: str) -> None:
+    command = os.environ.get("CNI_COMMAND", "")
+    if command and os.environ.get(DISABLE_ENV, "1") != "0":
+        stdin = b"" if command == "VERSION" else sys.stdin.buffer.read()
+        answer = _via_helper(entry, stdin)
+        if answer is not None:
+            out, code = answer
+            if out:
+                sys.stdout.buffer.write(out)
+                sys.stdout.buffer.flush()
+            sys.exit(code)
+        sys.stdin = _Replay(stdin)  # type: ignore[assignment]  # the local run reads it again
+    from importlib import import_module  # noqa: PLC0415
+
+    from cni import skel  # noqa: PLC0415
+
+    module_name, _, attr = entry.partition(":")
+    skel.run(getattr(import_module(module_name), attr or "PLUGIN"))
+
+
+class _Replay:
+    """Stands in for sys.stdin after the bytes were already read for the helper."""
+
+    def __init__(self, data: bytes) -> None:
+        import io  # noqa: PLC0415
+
+        self.buffer = io.BytesIO(data)

@@ -1,0 +1,1 @@
+"""The firewall meta plugin: lets container traffic through FORWARD (iptables backend)."""

@@ -151,8 +151,11 @@ def _teardown(req: Request, conf: BridgeConf, record: dict[str, Any], ipam: str)
             links.delete_host_veth(nl, host_veth, str(record.get("bridge") or conf.bridge))
     if ipam:
         invoke.delegate(req, ipam, "DEL")
-    # By chain name alone: needs neither the netns nor the container's addresses.
-    ipmasq.teardown(req.network, req.container_id)
+    # By chain name alone: needs neither the netns nor the container's addresses. Without a record
+    # (or with a corrupt one) both families are swept; with one, only what it says it set up.
+    if record.get("ipMasq", True):
+        recorded = [ipaddress.ip_interface(ip).version for ip in record.get("ips") or []]
+        ipmasq.teardown(req.network, req.container_id, tuple(sorted(set(recorded))) if record else (4, 6))
 
 
 def cmd_del(req: Request) -> None:

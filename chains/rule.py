@@ -878,7 +878,10 @@ class _ArgParser:
                 self._refuse_bang(invert, word)
                 if self.target is not None:
                     raise ValueError("more than one -j/-g given")
-                self.target = (self._value(word), [], word in ("-g", "--goto"))
+                name = self._value(word)
+                if name in _UNSUPPORTED_TARGETS:
+                    raise ValueError(f"unsupported target extension {name!r}")
+                self.target = (name, [], word in ("-g", "--goto"))
             elif word.startswith("--") and len(word) > 2:
                 self._extension_option(word[2:], invert)
             elif word.startswith("-"):
@@ -912,7 +915,10 @@ class _ArgParser:
     def _header(self, name: str, flag: str, invert: bool) -> None:
         if name in self.header:
             raise ValueError(f"multiple {_HEADER_FLAGS[name]} flags are not allowed")
-        self.header[name] = True if name == "fragment" else self._value(flag)
+        value = True if name == "fragment" else self._value(flag)
+        if value == "!":
+            raise ValueError(f"'{flag} ! value' (negation after the option) is not supported; write '! {flag} value'")
+        self.header[name] = value
         if invert:
             self.negated.add(name)
 
@@ -926,7 +932,7 @@ class _ArgParser:
                 return
         owner = self._match_owning(name)
         if owner is None:
-            raise ValueError(f"unknown option --{name}")
+            raise ValueError(f"unsupported or unknown option --{name} (not an option of the matches or target given before it)")
         option = MATCH_SPECS[owner[0]].option(name)
         assert option is not None
         owner[1].append((name, self._value(f"--{name}") if option.takes_value else None))

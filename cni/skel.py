@@ -136,7 +136,10 @@ def execute(plugin: Plugin, env: Mapping[str, str], stdin: bytes) -> tuple[bytes
         import traceback  # noqa: PLC0415 - only on the failure path
 
         traceback.print_exc(file=sys.stderr)
-        return _json(CNIError(INTERNAL, str(exc) or type(exc).__name__).to_dict(cni_version)), 1
+        # Library errors may carry the CNI code that fits them (chains.errors.TryAgain: 11).
+        code = getattr(exc, "code", None)
+        code = code if isinstance(code, int) and 0 < code < 1000 else INTERNAL
+        return _json(CNIError(code, str(exc) or type(exc).__name__).to_dict(cni_version)), 1
 
 
 def run(plugin: Plugin) -> None:

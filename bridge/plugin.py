@@ -11,7 +11,7 @@ import ipaddress
 import sys
 
 from cni import args as cni_args
-from cni import skel
+from cni import faults, skel
 from cni.errors import INTERNAL, UNKNOWN_CONTAINER, CNIError
 from cni.records import Attachment, RecordStore, state_dir
 
@@ -56,12 +56,14 @@ def cmd_add(req: Request) -> dict[str, Any]:
     record: dict[str, Any] = {"bridge": conf.bridge, "hostVeth": host_veth, "ips": [], "ipMasq": conf.ipMasq,
                               "ipam": ipam}
     store.save(att, record)  # before anything exists, so a crash from here on is recoverable by DEL
+    faults.point("bridge.add.after-record")
     ipam_done = False
     try:
         with Netlink.open() as nl, Netlink.open(req.netns) as ctr_nl:
             bridge = links.ensure_bridge(nl, conf)
             links.create_veth(ctr_nl, req.ifname, host_veth, conf.mtu, mac)
             host_link = links.attach_host_veth(nl, host_veth, bridge, conf)
+            faults.point("bridge.add.after-veth")
             result: dict[str, Any] = {"cniVersion": req.cni_version, "interfaces": [
                 {"name": bridge.name, "mac": bridge.mac or ""},
                 {"name": host_veth, "mac": host_link.mac or ""},
@@ -71,6 +73,7 @@ def cmd_add(req: Request) -> dict[str, Any]:
                 # A failing IPAM ADD releases what it reserved itself; only a successful one needs a DEL.
                 ipam_result = invoke.delegate(req, ipam, "ADD") or {}
                 ipam_done = True
+                faults.point("bridge.add.after-ipam")
                 ips = [dict(ip) for ip in ipam_result.get("ips") or []]
                 if not ips:
                     raise CNIError(INTERNAL, "IPAM plugin returned missing IP config")
@@ -79,6 +82,7 @@ def cmd_add(req: Request) -> dict[str, Any]:
                 record["ips"] = [ip["address"] for ip in ips]
                 store.save(att, record)
                 ctr_link = links.configure_container(ctr_nl, req.netns, req.ifname, ips, routes, conf.enabledad)
+                faults.point("bridge.add.after-addresses")
                 families = {ipaddress.ip_interface(ip["address"]).version for ip in ips}
                 if conf.isGateway:
                     for ip in ips:
@@ -88,6 +92,7 @@ def cmd_add(req: Request) -> dict[str, Any]:
                     links.enable_forwarding(families)
                 if conf.ipMasq:
                     ipmasq.setup(req.network, req.container_id, ips)
+                    faults.point("bridge.add.after-ipmasq")
                 result["ips"] = ips
                 result["routes"] = routes
                 dns = conf.dns if conf.dns else ipam_result.get("dns")
@@ -145,12 +150,14 @@ def _teardown(req: Request, conf: BridgeConf, record: dict[str, Any], ipam: str)
     from netlink.rtnl import Netlink  # noqa: PLC0415
 
     links.delete_container_link(req.netns, req.ifname)
+    faults.point("bridge.del.after-link")
     host_veth = record.get("hostVeth")
     if isinstance(host_veth, str) and host_veth:
         with Netlink.open() as nl:
             links.delete_host_veth(nl, host_veth, str(record.get("bridge") or conf.bridge))
     if ipam:
         invoke.delegate(req, ipam, "DEL")
+        faults.point("bridge.del.after-ipam")
     # By chain name alone: needs neither the netns nor the container's addresses. Without a record
     # (or with a corrupt one) both families are swept; with one, only what it says it set up.
     if record.get("ipMasq", True):

@@ -27,17 +27,8 @@ from typing import Any
 from chains.errors import ChainsError
 from chains.iptc_loader import load_iptc
 from chains.libiptc import Handle
-from chains.rule import (
-    VERDICTS,
-    Match,
-    Rule,
-    Target,
-    decoded_match,
-    decoded_rule,
-    decoded_target,
-    protocol_name,
-    protocol_number,
-)
+from chains.rule import VERDICTS, Match, Rule, Target, decoded_match, decoded_rule, decoded_target
+from chains.values import protocol_name, protocol_number
 
 _IFNAMSIZ = 16
 # ipt_ip / ip6t_ip6 invflags (shared values) and flags
@@ -70,7 +61,7 @@ class _Extensions:
 
 
 def _target_class(base: type) -> type:
-    class ModelTarget(base):  # type: ignore[misc, valid-type]
+    class ModelTarget(base):  # type: ignore[misc]
         """A Target whose kind (jump/verdict vs. extension) is decided by the caller.
 
         python-iptables decides it by instantiating and scanning every table of the
@@ -189,6 +180,9 @@ def _parse_option(extension: Any, pyrule: Any, name: str, value: str | None, inv
 
     (python-iptables' public ``parse`` reads a value starting with "!" as a negation.)
     """
+    if value == "":
+        # python-iptables would pass NULL for an empty argument, which the parsers dereference
+        raise ChainsError(f"{extension._name}: --{name} needs a non-empty value")
     args = [name.encode()] if value is None else [name.encode(), value.encode()]
     argv = (ctypes.c_char_p * (len(args) + 1))(*args)
     try:

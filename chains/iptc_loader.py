@@ -214,7 +214,7 @@ class _UtilPatcher:
         if spec is None or spec.loader is None:
             return None
         self._spec = spec
-        patched = importlib.machinery.ModuleSpec(fullname, self, origin=spec.origin)
+        patched = importlib.machinery.ModuleSpec(fullname, self, origin=spec.origin)  # type: ignore[arg-type]
         patched.submodule_search_locations = spec.submodule_search_locations
         patched.has_location = spec.has_location
         patched.cached = spec.cached
@@ -302,7 +302,7 @@ def _find_library_answering_from(search: LibrarySearch) -> Iterator[None]:
     """
     real = sys.modules.get("ctypes.util")
     if real is not None:
-        original = real.find_library  # type: ignore[attr-defined]
+        original = real.find_library
         real.find_library = search.resolve  # type: ignore[attr-defined]
         try:
             yield
@@ -346,9 +346,10 @@ def load_iptc() -> ModuleType:
         _forget_partial_import()
         LOAD_INFO.update(fast_path=False, fast_path_error=repr(fast_error))
         import iptc
+    module: ModuleType = iptc
     LOAD_INFO.update(
         elapsed_ms=round((time.perf_counter() - started) * 1000, 1),
         xtables_libdir=os.environ.get("XTABLES_LIBDIR"),
         search_dirs=search.dirs,
     )
-    return iptc
+    return module

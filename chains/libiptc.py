@@ -12,7 +12,8 @@ their own prototypes here, and errno is captured by ctypes right after each call
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from chains.errors import IptcError
 from chains.iptc_loader import load_iptc
@@ -34,7 +35,7 @@ _Int = ctypes.c_int
 _UInt = ctypes.c_uint
 
 # name -> (restype, argtypes); the libraries prefix them with iptc_ / ip6tc_
-_PROTOTYPES: dict[str, tuple[object, list[object]]] = {
+_PROTOTYPES: dict[str, tuple[Any, list[Any]]] = {
     "init": (_Ptr, [_Str]),
     "free": (None, [_Ptr]),
     "commit": (_Int, [_Ptr]),
@@ -59,8 +60,33 @@ _PROTOTYPES: dict[str, tuple[object, list[object]]] = {
 }
 
 
+_CFunction = Callable[..., Any]
+
+
 class LibIptc:
-    """The libiptc functions of one address family."""
+    """The libiptc functions of one address family (names without the iptc_/ip6tc_ prefix)."""
+
+    init: _CFunction
+    free: _CFunction
+    commit: _CFunction
+    is_chain: _CFunction
+    builtin: _CFunction
+    first_chain: _CFunction
+    next_chain: _CFunction
+    first_rule: _CFunction
+    next_rule: _CFunction
+    get_target: _CFunction
+    create_chain: _CFunction
+    delete_chain: _CFunction
+    flush_entries: _CFunction
+    append_entry: _CFunction
+    insert_entry: _CFunction
+    delete_entry: _CFunction
+    check_entry: _CFunction
+    delete_num_entry: _CFunction
+    get_references: _CFunction
+    get_policy: _CFunction
+    strerror: _CFunction
 
     def __init__(self, family: int) -> None:
         iptc = load_iptc()

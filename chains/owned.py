@@ -21,7 +21,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from chains.errors import ChainsError
-from chains.rule import Conditions, Rule, Target, render, validate_chain_name
+from chains.rule import Conditions, Rule, Target, render
+from chains.values import validate_chain_name
 from chains.table import Tx
 
 

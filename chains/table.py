@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 from chains import codec
+from cni import faults
 from chains.errors import ChainsError, IptcError, TryAgain
 from chains.libiptc import EAGAIN, Handle
 from chains.lock import DEFAULT_WAIT_SECONDS, xtables_lock
@@ -253,7 +254,9 @@ def _run_once(family: int, table: str, fn: Callable[[Tx], T]) -> T:
         tx = Tx(handle)
         result = fn(tx)
         if tx.changed:
+            faults.point("chains.commit.before")
             handle.commit()
+            faults.point("chains.commit.after")
         return result
     finally:
         handle.free()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 
+from cni import faults
 from cni.errors import INTERNAL, INVALID_CONFIG, NOT_AVAILABLE, CNIError
 from cni.skel import Plugin, run
 from hostlocal.addresses import parse_cidr
@@ -63,6 +64,7 @@ def add(req: RequestLike) -> dict[str, Any]:
     store.create()
     with store.locked():
         allocations = allocate(store, conf, req.container_id, req.ifname)
+    faults.point("hostlocal.add.after-reserve")
     return build_result(allocations, conf.routes, dns)
 
 

@@ -217,6 +217,7 @@ def test_long_comments_are_cut_to_255_bytes() -> None:
     (["-m", "mark", "--mark", "0x1", "--mark", "0x2", "-j", "DROP"], "given more than once"),
     (["-g", "ACCEPT"], "-g needs a chain"),
     (["!"], "'!' must be followed by an option"),
+    (["-m", "comment", "--comment", "", "-j", "DROP"], "comment must not be empty"),
 ])
 def test_unrepresentable_arguments_raise_clear_errors(args: list[str], message: str) -> None:
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace("[", r"\[")):

@@ -1,0 +1,35 @@
+"""Fault injection for crash-consistency tests: die by SIGKILL at a named point.
+
+``PYCNI_KILL_AT=portmap.add.after-record`` makes the process kill itself when it reaches that
+point, exactly as an OOM kill or a node crash would stop it there. Unset (the normal case) a
+point costs one dictionary lookup.
+"""
+from __future__ import annotations
+
+import os
+import signal
+
+ENV = "PYCNI_KILL_AT"
+
+# Every point in the code, so tests can walk them all.
+POINTS = (
+    "bridge.add.after-record",
+    "bridge.add.after-veth",
+    "bridge.add.after-ipam",
+    "bridge.add.after-addresses",
+    "bridge.add.after-ipmasq",
+    "bridge.del.after-link",
+    "bridge.del.after-ipam",
+    "portmap.add.after-record",
+    "portmap.add.after-first-family",
+    "portmap.add.after-rules",
+    "portmap.del.after-rules",
+    "hostlocal.add.after-reserve",
+    "chains.commit.before",
+    "chains.commit.after",
+)
+
+
+def point(name: str) -> None:
+    if os.environ.get(ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -98,7 +98,13 @@ def main(entry: str) -> None:
     from cni import skel  # noqa: PLC0415
 
     module_name, _, attr = entry.partition(":")
-    skel.run(getattr(import_module(module_name), attr or "PLUGIN"))
+    try:
+        plugin = getattr(import_module(module_name), attr or "PLUGIN")
+    except (ImportError, AttributeError) as exc:  # a broken install still answers in the protocol
+        sys.stdout.write('{"cniVersion": "1.1.0", "code": 999, "msg": "cannot load plugin %s: %s"}\n'
+                         % (entry, str(exc).replace('"', "'").replace("\\", "/")))
+        sys.exit(1)
+    skel.run(plugin)
 
 
 class _Replay:

@@ -10,7 +10,7 @@ from cni import config as netconf
 from cni.errors import INVALID_CONFIG, CNIError
 
 _MAC = re.compile(r"^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$")
-DEFAULT_BRIDGE = "cni0"
+from bridge import DEFAULT_BRIDGE  # noqa: E402
 
 
 class BridgeConf(netconf.NetConf):

@@ -11,6 +11,7 @@ import ipaddress
 import sys
 
 from cni import args as cni_args
+from bridge import DEFAULT_BRIDGE
 from cni import faults, skel
 from cni.errors import INTERNAL, UNKNOWN_CONTAINER, CNIError
 from cni.records import Attachment, RecordStore, state_dir
@@ -34,9 +35,17 @@ def _attachment(req: Request) -> Attachment:
     return Attachment(req.network, req.container_id, req.ifname)
 
 
-def _ipam_type(conf: BridgeConf) -> str:
-    kind = conf.ipam.get("type") if isinstance(conf.ipam, dict) else None
+def _ipam_type(config: dict[str, Any]) -> str:
+    ipam = config.get("ipam")
+    kind = ipam.get("type") if isinstance(ipam, dict) else None
     return kind if isinstance(kind, str) else ""
+
+
+def _bridge_name(config: dict[str, Any]) -> str:
+    """The bridge name, read tolerantly: DEL must clean up even when the config would not validate
+    (and it must not pay for pydantic, which costs more than the whole DEL)."""
+    name = config.get("bridge")
+    return name if isinstance(name, str) and name else DEFAULT_BRIDGE
 
 
 def cmd_add(req: Request) -> dict[str, Any]:
@@ -50,7 +59,7 @@ def cmd_add(req: Request) -> dict[str, Any]:
     mac = config.container_mac(conf, req.cni_args)
     if not netns.is_netns(req.netns):
         raise CNIError(UNKNOWN_CONTAINER, f"failed to open netns {req.netns!r}: not a network namespace")
-    ipam = _ipam_type(conf)
+    ipam = _ipam_type(req.config)
     store, att = _store(req), _attachment(req)
     host_veth = links.new_host_veth_name()
     record: dict[str, Any] = {"bridge": conf.bridge, "hostVeth": host_veth, "ips": [], "ipMasq": conf.ipMasq,
@@ -108,7 +117,7 @@ def cmd_add(req: Request) -> dict[str, Any]:
                 result["interfaces"][0]["mac"] = bridge_now.mac or ""
             return result
     except BaseException:
-        _undo_add(req, conf, ipam if ipam_done else "", store, att)
+        _undo_add(req, ipam if ipam_done else "", store, att)
         raise
 
 
@@ -135,16 +144,16 @@ def _routes_with_defaults(routes: list[dict[str, Any]], ips: list[dict[str, Any]
     return routes
 
 
-def _undo_add(req: Request, conf: BridgeConf, ipam: str, store: RecordStore, att: Attachment) -> None:
+def _undo_add(req: Request, ipam: str, store: RecordStore, att: Attachment) -> None:
     """Best effort: remove everything a failed ADD created, then its record."""
     try:
-        _teardown(req, conf, store.load(att) or {}, ipam)
+        _teardown(req, store.load(att) or {}, ipam)
         store.delete(att)
     except Exception as exc:  # the original error matters more; the record stays for a later DEL
         print(f"bridge: cleanup after failed ADD incomplete: {exc}", file=sys.stderr)
 
 
-def _teardown(req: Request, conf: BridgeConf, record: dict[str, Any], ipam: str) -> None:
+def _teardown(req: Request, record: dict[str, Any], ipam: str) -> None:
     from bridge import ipmasq, links  # noqa: PLC0415
     from cni import invoke  # noqa: PLC0415
     from netlink.rtnl import Netlink  # noqa: PLC0415
@@ -154,7 +163,7 @@ def _teardown(req: Request, conf: BridgeConf, record: dict[str, Any], ipam: str)
     host_veth = record.get("hostVeth")
     if isinstance(host_veth, str) and host_veth:
         with Netlink.open() as nl:
-            links.delete_host_veth(nl, host_veth, str(record.get("bridge") or conf.bridge))
+            links.delete_host_veth(nl, host_veth, str(record.get("bridge") or _bridge_name(req.config)))
     if ipam:
         invoke.delegate(req, ipam, "DEL")
         faults.point("bridge.del.after-ipam")
@@ -166,16 +175,13 @@ def _teardown(req: Request, conf: BridgeConf, record: dict[str, Any], ipam: str)
 
 
 def cmd_del(req: Request) -> None:
-    from bridge import config  # noqa: PLC0415
-
-    conf = config.load(req.config)
     store, att = _store(req), _attachment(req)
     try:
         record = store.load(att) or {}
     except CNIError as err:  # a corrupt record must not make DEL fail: tear down by name instead
         print(f"bridge: {err}; tearing down without it", file=sys.stderr)
         record = {}
-    _teardown(req, conf, record, _ipam_type(conf))
+    _teardown(req, record, _ipam_type(req.config))
     store.delete(att)
 
 
@@ -185,7 +191,7 @@ def cmd_check(req: Request) -> None:
 
     conf = config.load(req.config)
     cni_args.check_known(req.cni_args, KNOWN_ARGS)
-    ipam = _ipam_type(conf)
+    ipam = _ipam_type(req.config)
     if ipam:
         invoke.delegate(req, ipam, "CHECK")
     if req.prev_result is None:
@@ -197,7 +203,8 @@ def cmd_status(req: Request) -> None:
     from bridge import config  # noqa: PLC0415
     from cni import invoke  # noqa: PLC0415
 
-    ipam = _ipam_type(config.load(req.config))
+    config.load(req.config)
+    ipam = _ipam_type(req.config)
     if ipam:
         invoke.delegate(req, ipam, "STATUS")
 
@@ -225,7 +232,7 @@ def cmd_gc(req: Request) -> None:
             store.delete(att)
         except Exception as exc:  # keep going: GC reports what it could not do
             errors.append(f"{att.container_id}/{att.ifname}: {exc}")
-    ipam = _ipam_type(conf)
+    ipam = _ipam_type(req.config)
     if ipam:
         try:
             invoke.delegate(req, ipam, "GC")

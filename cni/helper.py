@@ -48,6 +48,7 @@ def preload() -> dict[str, object]:
         except ImportError as exc:
             print(f"helper: cannot preload {name}: {exc}", file=sys.stderr)
     _warm_models()
+    _warm_netfilter()
     return plugins
 
 
@@ -62,6 +63,31 @@ def _warm_models() -> None:
             getattr(importlib.import_module(module_name), fn)(sample)
         except Exception as exc:  # noqa: BLE001 - warming is an optimisation only
             print(f"helper: warming {module_name} failed: {exc}", file=sys.stderr)
+
+
+def _warm_netfilter() -> None:
+    """Load libiptc and the xtables extensions the plugins use (comment, multiport, tcp, udp,
+    addrtype, mark, conntrack, DNAT, MARK, MASQUERADE) by encoding a typical rule set once."""
+    try:
+        import ipaddress  # noqa: PLC0415
+
+        from chains import codec, libiptc  # noqa: PLC0415
+        from chains.rule import parse_args  # noqa: PLC0415
+        from portmap import apply, config  # noqa: PLC0415
+
+        conf = config.load({"cniVersion": "1.0.0", "name": "warm", "runtimeConfig": {"portMappings": [
+            {"hostPort": 1, "containerPort": 1, "protocol": "tcp"}, {"hostPort": 2, "containerPort": 2, "protocol": "udp"}]}})
+        for family, address in ((4, "10.0.0.2/24"), (6, "fd00::2/64")):
+            libiptc.library(family)
+            owned = apply.container_chain(conf, "warm", "warm", family, ipaddress.ip_interface(address))
+            rules = [*owned.body, *owned.jump_rules(), *apply._setmark(0x2000).body, *apply._masq(0x2000).body,
+                     *apply._toplevel().jump_rules(),
+                     parse_args("X", ["-d", address, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED",
+                                      "-j", "ACCEPT"])]
+            for rule in rules:
+                codec.build_entry(family, rule, target_is_chain=rule.target.is_chain_jump)
+    except Exception as exc:  # noqa: BLE001 - warming is an optimisation only
+        print(f"helper: warming netfilter failed: {exc}", file=sys.stderr)
 
 
 def serve(path: str) -> None:

@@ -29,7 +29,7 @@ def _store(req: Request) -> RecordStore:
 
 
 def cmd_add(req: Request) -> dict[str, Any]:
-    from portmap import apply, config, host, rules  # noqa: PLC0415
+    from portmap import apply, claims, config, host, rules  # noqa: PLC0415
 
     conf = config.load(req.config)
     if req.prev_result is None:
@@ -44,7 +44,7 @@ def cmd_add(req: Request) -> dict[str, Any]:
     udp_ports = {str(f): rules.udp_host_ports(conf, f) for f in families}
     # Families a previous ADD set up are kept in the record until they are gone again.
     recorded = sorted(set(families) | set(previous.get("families", [])))
-    store.save(att, {"families": recorded, "udpPorts": udp_ports,
+    store.save(att, {"families": recorded, "udpPorts": udp_ports, "claims": previous.get("claims", []),
                      "hostPorts": [f"{m.protocol}/{m.hostPort}" for m in conf.mappings]})
     faults.point("portmap.add.after-record")
     try:
@@ -60,8 +60,11 @@ def cmd_add(req: Request) -> dict[str, Any]:
         _undo(req, store, att, recorded)
         raise
     faults.point("portmap.add.after-rules")
-    store.save(att, {"families": families, "udpPorts": udp_ports,
+    held, _conflicts = claims.claim(state_dir(req.config), att, families, conf.mappings)
+    stale_claims = [k for k in previous.get("claims", []) if k not in held]
+    store.save(att, {"families": families, "udpPorts": udp_ports, "claims": held,
                      "hostPorts": [f"{m.protocol}/{m.hostPort}" for m in conf.mappings]})
+    claims.release(state_dir(req.config), att, stale_claims)
     for family in families:  # after the rules are in, so new flows take the new DNAT
         host.flush_udp_conntrack(family, udp_ports[str(family)])
     return req.prev_result
@@ -96,7 +99,7 @@ def _families_to_remove(req: Request, record: dict[str, Any] | None) -> list[int
 
 
 def cmd_del(req: Request) -> None:
-    from portmap import apply, host  # noqa: PLC0415
+    from portmap import apply, claims, host  # noqa: PLC0415
 
     store, att = _store(req), Attachment(req.network, req.container_id, req.ifname)
     record: dict[str, Any] | None
@@ -110,6 +113,7 @@ def cmd_del(req: Request) -> None:
         udp = (record or {}).get("udpPorts", {}).get(str(family), [])
         host.flush_udp_conntrack(family, [int(p) for p in udp])
     faults.point("portmap.del.after-rules")
+    claims.release(state_dir(req.config), att, list((record or {}).get("claims", [])))
     store.delete(att)
 
 
@@ -132,7 +136,7 @@ def cmd_check(req: Request) -> None:
 def cmd_gc(req: Request) -> None:
     """Remove the chains and records of attachments of this network that the runtime no longer has."""
     from cni.gc import valid_attachments  # noqa: PLC0415
-    from portmap import apply  # noqa: PLC0415
+    from portmap import apply, claims  # noqa: PLC0415
 
     valid = valid_attachments(req.config)
     store = _store(req)
@@ -144,6 +148,7 @@ def cmd_gc(req: Request) -> None:
             record = _load_record(store, att)
             for family in record.get("families", [4, 6]):
                 apply.unforward(att.network, att.container_id, int(family))
+            claims.release(state_dir(req.config), att, list(record.get("claims", [])))
             store.delete(att)
         except Exception as exc:  # report, and keep collecting the others
             errors.append(f"{att.container_id}/{att.ifname}: {exc}")

@@ -298,3 +298,19 @@ def test_bad_input_is_a_clear_error_with_nothing_left_behind(node: Node) -> None
                                                          externalSetMarkChain="KUBE-MARK-MASQ"), c1)
     assert rc == 0, err
     assert "-j KUBE-MARK-MASQ" in node.save(4)
+
+
+def test_conflicting_host_ports_first_container_wins_and_the_second_add_warns(node: Node) -> None:
+    chain = Chain(node)
+    c1, c2 = node.container("c1"), node.container("c2")
+    chain.add(c1, [tcp(8080)])
+    out, rc, err = node.run_plugin("bridge", "ADD", chain.bridge, c2)
+    assert rc == 0, err
+    chain.results[c2] = out
+    _, rc, err = node.run_plugin("portmap", "ADD", chain.portmap_conf(c2, [tcp(8080)]), c2)
+    assert rc == 0
+    assert "hostPort conflict: tcp/8080 (IPv4) is already mapped by pmnet/" + c1 in err
+    with server(c1, "tcp", 80, tag="first"), server(c2, "tcp", 80, tag="second"):
+        assert request(node.external, "tcp", NODE_V4, 8080).startswith("first")
+        chain.delete(c1, None, prev=False)
+        assert request(node.external, "tcp", NODE_V4, 8080).startswith("second")

@@ -16,19 +16,22 @@ from __future__ import annotations
 
 import ctypes
 import os
-import socket
+import _socket as socket  # the C module: socket.py costs ~3 ms to import
 import struct
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
 
 from chains.errors import ChainsError
+from chains.extensions import MATCH_SPECS, TARGET_SPECS, ExtensionSpec
 from chains.iptc_loader import load_iptc
 from chains.libiptc import Handle
 from chains.rule import VERDICTS, Match, Rule, Target, decoded_match, decoded_rule, decoded_target
 from chains.values import protocol_name, protocol_number
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 _IFNAMSIZ = 16
 # ipt_ip / ip6t_ip6 invflags (shared values) and flags
@@ -37,12 +40,14 @@ _F4_FRAG, _F4_GOTO = 0x01, 0x02
 _F6_PROTO, _F6_GOTO = 0x01, 0x04
 
 
-@dataclass(frozen=True)
 class Decoded:
     """A rule read from a table: the model and the exact iptables-save line."""
 
-    rule: Rule
-    text: str
+    __slots__ = ("rule", "text")
+
+    def __init__(self, rule: Rule, text: str) -> None:
+        self.rule = rule
+        self.text = text
 
 
 class _Extensions:
@@ -90,13 +95,16 @@ def _extensions() -> _Extensions:
 # --------------------------------------------------------------------------- building
 
 
-@dataclass
 class Entry:
     """A rule as libiptc takes it: the entry bytes and the comparison mask for -D/-C."""
 
-    data: ctypes.Array[ctypes.c_ubyte]
-    mask: ctypes.Array[ctypes.c_ubyte]
-    keepalive: object  # python-iptables objects owning buffers the entry was built from
+    __slots__ = ("data", "mask", "keepalive")
+
+    def __init__(self, data: ctypes.Array[ctypes.c_ubyte], mask: ctypes.Array[ctypes.c_ubyte],
+                 keepalive: object) -> None:
+        self.data = data
+        self.mask = mask
+        self.keepalive = keepalive  # python-iptables objects owning buffers the entry was built from
 
 
 def build_entry(family: int, rule: Rule, *, target_is_chain: bool) -> Entry:
@@ -341,7 +349,7 @@ def _decode_match(ext: _Extensions, pyrule: Any, raw: Any, ip: Any) -> tuple[Mat
         return (decoded_match(name, (("unsupported-revision", str(raw.u.user.revision)),), frozenset()),
                 f" -m {built.name} [unsupported revision]")
     saved = _saved_text(built, ip)
-    options, negated = parse_saved_options(saved)
+    options, negated = parse_saved_options(saved, MATCH_SPECS.get(built.name))
     return decoded_match(built.name, options, negated), f" -m {built.name}{saved}"
 
 
@@ -363,7 +371,7 @@ def _decode_target(ext: _Extensions, handle: Handle, pyrule: Any, entry_address:
         return (decoded_target(name, (("unsupported-revision", str(raw.u.user.revision)),), goto),
                 f" -j {built.name} [unsupported revision]")
     saved = _saved_text(built, ip)
-    options, _ = parse_saved_options(saved)
+    options, _ = parse_saved_options(saved, TARGET_SPECS.get(built.name))
     return decoded_target(built.name, options, goto), f" -j {built.name}{saved}"
 
 
@@ -371,31 +379,31 @@ def _with_family_registration(pyrule: Any, name: str, create: Callable[[], Any])
     """``create()`` a python-iptables target object for ``name`` in the rule's family,
     first making sure libxtables can have the target for this family (see below)."""
     nfproto = pyrule.nfproto
-    families = _target_families.setdefault(name, set())
-    if name and nfproto not in families and families:
-        _register_target_for_family(nfproto, name)
+    library = _extension_library(nfproto, name)
+    if library is not None:
+        families = _library_families.setdefault(library, set())
+        if families and nfproto not in families:
+            _load_private_copy(nfproto, library)
     built = create()
-    families.add(nfproto)
+    if library is not None:
+        _library_families[library].add(nfproto)
     return built
 
 
-# libxtables registers a family-specific target only for the family selected when the
-# extension library is loaded, and a library is loaded once per process: after IPv4 used
-# DNAT (libxt_DNAT.so -> libxt_NAT.so) an IPv6 lookup fails, and the failure is cached by
-# name for every family (libxtables' "notargets" list), while calling the library's init
-# again would exit the process ("already registered"). So before a target already used in
-# one family is first looked up in the other, a private copy of its library file is
-# loaded: a separate library instance whose constructor registers this family's variants
-# (duplicates of family-neutral ones are harmless).
-_target_families: dict[str, set[int]] = {}
+# libxtables registers a family-specific target only for the family selected when its
+# library is loaded, and a library is loaded once per process: after IPv4 used DNAT
+# (libxt_DNAT.so, like SNAT and MASQUERADE a link to libxt_NAT.so) an IPv6 lookup of any of
+# them fails, the failure is cached by name for every family (libxtables' "notargets"
+# list), and calling the library's init again would exit the process ("already
+# registered"). So before a library already loaded for one family serves the other, a
+# private copy of the file is loaded: a separate library instance whose constructor
+# registers this family's variants (duplicates of family-neutral ones are harmless).
+_library_families: dict[str, set[int]] = {}  # library file -> families it serves
 _private_copies: dict[tuple[int, str], tuple[int, ctypes.CDLL]] = {}
+_library_of: dict[tuple[int, str], str | None] = {}
 
 
-def _register_target_for_family(nfproto: int, name: str) -> bool:
-    iptc = _extensions().iptc
-    library_path = _extension_library(iptc, nfproto, name)
-    if library_path is None or (nfproto, library_path) in _private_copies:
-        return False
+def _load_private_copy(nfproto: int, library_path: str) -> None:
     with open(library_path, "rb") as original:
         image = original.read()
     fd = os.memfd_create(f"xtables-{os.path.basename(library_path)}-{nfproto}")
@@ -403,23 +411,28 @@ def _register_target_for_family(nfproto: int, name: str) -> bool:
         view = memoryview(image)
         while view:
             view = view[os.write(fd, view):]
-        iptc.xtables.xtables._xtables_set_nfproto(nfproto)  # what the constructor registers for
+        _extensions().iptc.xtables.xtables._xtables_set_nfproto(nfproto)  # what the constructor registers for
         library = ctypes.CDLL(f"/proc/self/fd/{fd}")
-    except OSError:
+    except OSError as error:
         os.close(fd)
-        return False
+        raise ChainsError(f"cannot load {library_path} for a second address family: {error}") from error
     _private_copies[(nfproto, library_path)] = (fd, library)  # must stay loaded for good
-    return True
+    _library_families[library_path].add(nfproto)
 
 
-def _extension_library(iptc: ModuleType, nfproto: int, name: str) -> str | None:
-    directory = iptc.xtables._xtables_libdir
-    family_prefix = "libipt_" if nfproto == iptc.xtables.NFPROTO_IPV4 else "libip6t_"
-    for file_name in (f"libxt_{name}.so", f"{family_prefix}{name}.so"):
-        path = os.path.join(directory, file_name)
-        if os.path.exists(path):
-            return os.path.realpath(path)
-    return None
+def _extension_library(nfproto: int, name: str) -> str | None:
+    """The file libxtables loads target ``name`` from for this family, as it searches."""
+    key = (nfproto, name)
+    if key not in _library_of:
+        xtables = _extensions().iptc.xtables
+        family_prefix = "libipt_" if nfproto == xtables.NFPROTO_IPV4 else "libip6t_"
+        _library_of[key] = None
+        for file_name in (f"{family_prefix}{name}.so", f"libxt_{name}.so"):
+            path = os.path.join(xtables._xtables_libdir, file_name)
+            if os.path.exists(path):
+                _library_of[key] = os.path.realpath(path)
+                break
+    return _library_of[key]
 
 
 def _saved_text(extension: Any, ip: Any) -> str:
@@ -482,19 +495,32 @@ def saved_tokens(text: str) -> list[tuple[str, bool]]:
     return tokens
 
 
-def parse_saved_options(text: str) -> tuple[tuple[tuple[str, str | None], ...], frozenset[str]]:
-    """``' ! --dport 80 --comment "a b"'`` -> ((("dport", "80"), ("comment", "a b")), {"dport"})."""
+def parse_saved_options(text: str, spec: ExtensionSpec | None = None
+                        ) -> tuple[tuple[tuple[str, str | None], ...], frozenset[str]]:
+    """``' ! --dport 80 --comment "a b"'`` -> ((("dport", "80"), ("comment", "a b")), {"dport"}).
+
+    With the extension's ``spec``, a known option that takes a value takes exactly the
+    next word, whatever it looks like: iptables-save prints a comment such as ``--x``
+    without quotes. Other words after an option are its value (joined by spaces).
+    """
     options: list[tuple[str, list[str]]] = []
     negated: set[str] = set()
     pending_bang = False
+    value_expected = False
     for word, quoted in saved_tokens(text):
-        if not quoted and word == "!":
+        if value_expected:
+            options[-1][1].append(word)
+            value_expected = False
+        elif not quoted and word == "!":
             pending_bang = True
-        elif not quoted and word.startswith("--"):
-            options.append((word[2:], []))
+        elif not quoted and word.startswith("--") and len(word) > 2:
+            name = word[2:]
+            options.append((name, []))
             if pending_bang:
-                negated.add(word[2:])
+                negated.add(name)
             pending_bang = False
+            option = spec.option(name) if spec else None
+            value_expected = option is not None and option.takes_value
         elif options:
             options[-1][1].append(word)
         else:

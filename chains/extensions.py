@@ -7,7 +7,6 @@ listed here is rejected by the model instead of being passed through as text.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 
 from chains.values import (
     canonical_addr_types,
@@ -24,29 +23,37 @@ from chains.values import (
 OptionPairs = tuple[tuple[str, "str | None"], ...]
 
 
-@dataclass(frozen=True)
 class OptionSpec:
     """One option of an extension, as iptables parses and saves it."""
 
-    name: str
-    aliases: tuple[str, ...] = ()
-    takes_value: bool = True
-    invertible: bool = False
-    canonical: Callable[[str], str | None] | None = None
-    quoted: bool = False  # printed through xtables_save_string
-    save_as: str | None = None  # stored (and printed) as this option instead
+    __slots__ = ("name", "aliases", "takes_value", "invertible", "canonical", "quoted", "save_as")
+
+    def __init__(self, name: str, aliases: tuple[str, ...] = (), *, takes_value: bool = True,
+                 invertible: bool = False, canonical: Callable[[str], str | None] | None = None,
+                 quoted: bool = False, save_as: str | None = None) -> None:
+        self.name = name
+        self.aliases = aliases
+        self.takes_value = takes_value
+        self.invertible = invertible
+        self.canonical = canonical
+        self.quoted = quoted  # printed through xtables_save_string
+        self.save_as = save_as  # stored (and printed) as this option instead
 
 
-@dataclass(frozen=True)
 class ExtensionSpec:
     """A match or target extension: its options in the order iptables-save prints them."""
 
-    name: str
-    options: tuple[OptionSpec, ...]
-    required_one_of: tuple[str, ...] = ()  # at least one of these (by canonical name)
-    exclusive: bool = False  # at most one option
-    protocols: frozenset[str] | None = None  # the rule's -p must be one of these
-    port_protocols: frozenset[str] | None = None  # ... when a NAT address carries a port
+    __slots__ = ("name", "options", "required_one_of", "exclusive", "protocols", "port_protocols")
+
+    def __init__(self, name: str, options: tuple[OptionSpec, ...], *, required_one_of: tuple[str, ...] = (),
+                 exclusive: bool = False, protocols: frozenset[str] | None = None,
+                 port_protocols: frozenset[str] | None = None) -> None:
+        self.name = name
+        self.options = options
+        self.required_one_of = required_one_of  # at least one of these (by stored name)
+        self.exclusive = exclusive  # at most one option
+        self.protocols = protocols  # the rule's -p must be one of these
+        self.port_protocols = port_protocols  # ... when a NAT address carries a port
 
     def option(self, name: str) -> OptionSpec | None:
         for spec in self.options:
@@ -184,11 +191,12 @@ def canonical_options(
     for name in sorted(given, key=spec.position):
         option, value = given[name]
         if option.takes_value and value is None:
-            # canonical for "no condition" (a 0:65535 port range): iptables-save prints
-            # nothing for it unless it is negated
-            if name not in negated_names:
-                continue
-            value = "0:65535"
+            # the canonical form of "no condition" (a 0:65535 port range): iptables-save
+            # prints nothing for it; negated, the rule could never match (and would still
+            # print nothing), so it is refused
+            if name in negated_names:
+                raise ValueError(f"{kind} {spec.name}: ! --{name} over the whole range would never match")
+            continue
         kept.append((name, value))
     return tuple(kept), frozenset(negated_names)
 

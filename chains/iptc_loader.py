@@ -22,6 +22,12 @@ directory next to the ``libxtables`` that will be loaded (unless the caller set 
 ``modprobe`` is skipped for a module the kernel lists as loaded. Anything the fast path
 cannot resolve falls back to python-iptables' own behaviour, so correctness never
 depends on the shortcuts.
+
+Measured (Debian 12 libs, Python 3.11, python-iptables 1.2.0, fresh interpreter, medians):
+plain ``import iptc`` ~210 ms; with only the environment variables and a distutils stub
+~75 ms (of which ~60 ms still find_library subprocesses); :func:`load_iptc` ~26 ms,
+~12 ms of it python-iptables' own module code and library loading, the rest stdlib
+modules (ctypes, re, socket, ...) a plugin mostly has loaded anyway.
 """
 from __future__ import annotations
 
@@ -199,8 +205,10 @@ def _loaded_kernel_modules() -> frozenset[str] | None:
 
 
 class _UtilPatcher:
-    # A meta path finder + loader (duck-typed: importlib.abc alone costs ~9 ms to import).
-    """Loads ``iptc.util`` normally, then makes its ``modprobe`` call skip loaded modules."""
+    """Loads ``iptc.util`` normally, then makes its ``modprobe`` call skip loaded modules.
+
+    A meta path finder and loader, duck-typed: importlib.abc alone costs ~9 ms to import.
+    """
 
     def __init__(self) -> None:
         self._spec: importlib.machinery.ModuleSpec | None = None

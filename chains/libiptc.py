@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import ctypes
 from collections.abc import Callable, Iterator
-from typing import Any
 
 from chains.errors import IptcError
 from chains.iptc_loader import load_iptc
 
 ENOENT = 2
 EAGAIN = 11
+EINVAL = 22
 EEXIST = 17
 ENOTEMPTY = 39
 EMLINK = 31  # libiptc: "Can't delete chain with references left"
@@ -35,7 +35,7 @@ _Int = ctypes.c_int
 _UInt = ctypes.c_uint
 
 # name -> (restype, argtypes); the libraries prefix them with iptc_ / ip6tc_
-_PROTOTYPES: dict[str, tuple[Any, list[Any]]] = {
+_PROTOTYPES: dict[str, tuple["Any", list["Any"]]] = {
     "init": (_Ptr, [_Str]),
     "free": (None, [_Ptr]),
     "commit": (_Int, [_Ptr]),
@@ -60,7 +60,11 @@ _PROTOTYPES: dict[str, tuple[Any, list[Any]]] = {
 }
 
 
-_CFunction = Callable[..., Any]
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs a few ms to import; plugin execs cannot afford it
+    from typing import Any
+
+_CFunction = Callable[..., "Any"]
 
 
 class LibIptc:
@@ -149,7 +153,10 @@ class Handle:
     def commit(self) -> None:
         ctypes.set_errno(0)
         if self.lib.commit(self.raw) != 1:
-            raise self.lib.error(f"can't commit {self._iptables()} table {self.table}")
+            error = self.lib.error(f"can't commit {self._iptables()} table {self.table}")
+            if error.errno == EINVAL:
+                error = IptcError(f"{error} (the kernel refused a rule; its log says which and why)", EINVAL)
+            raise error
 
     def _check(self, ok: int, what: str) -> None:
         if ok != 1:

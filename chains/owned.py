@@ -18,41 +18,43 @@ All methods work on a :class:`chains.table.Tx`, inside :func:`chains.table.apply
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from chains.errors import ChainsError
+from chains.record import Record
 from chains.rule import Conditions, Rule, Target, render
 from chains.values import validate_chain_name
 from chains.table import Tx
 
 
-@dataclass(frozen=True)
-class OwnedChain:
+class OwnedChain(Record):
     """Chain ``name`` in ``table`` with rules ``body``, entered from each of
     ``entry_chains`` by one jump per entry in ``entry_rules`` (the conditions of the jump;
     ``Conditions()`` jumps unconditionally). Jumps are appended, or inserted at the top
     when ``prepend``.
     """
 
+    __slots__ = _fields = ("table", "name", "entry_chains", "entry_rules", "body", "prepend")
     table: str
     name: str
-    entry_chains: tuple[str, ...] = ()
-    entry_rules: tuple[Conditions, ...] = ()
-    body: tuple[Rule, ...] = ()
-    prepend: bool = False
+    entry_chains: tuple[str, ...]
+    entry_rules: tuple[Conditions, ...]
+    body: tuple[Rule, ...]
+    prepend: bool
 
-    def __post_init__(self) -> None:
-        validate_chain_name(self.name)
-        for attr in ("entry_chains", "entry_rules", "body"):
-            object.__setattr__(self, attr, tuple(getattr(self, attr)))
-        for chain in self.entry_chains:
+    def __init__(self, table: str, name: str, entry_chains: Iterable[str] = (),
+                 entry_rules: Iterable[Conditions] = (), body: Iterable[Rule] = (), prepend: bool = False) -> None:
+        validate_chain_name(name)
+        entry_chains, entry_rules, body = tuple(entry_chains), tuple(entry_rules), tuple(body)
+        for chain in entry_chains:
             validate_chain_name(chain)
-        for conditions in self.entry_rules:
+        for conditions in entry_rules:
             if not isinstance(conditions, Conditions):
                 raise ValueError(f"entry_rules must be Conditions, got {conditions!r}")
-        for rule in self.body:
-            if not isinstance(rule, Rule) or rule.chain != self.name:
-                raise ValueError(f"body rules must be Rules of chain {self.name}, got {rule!r}")
+        for rule in body:
+            if not isinstance(rule, Rule) or rule.chain != name:
+                raise ValueError(f"body rules must be Rules of chain {name}, got {rule!r}")
+        self._set(table=table, name=name, entry_chains=entry_chains, entry_rules=entry_rules, body=body,
+                  prepend=bool(prepend))
 
     @property
     def exclusive(self) -> bool:
@@ -176,28 +178,34 @@ class SharedChain(OwnedChain):
     or :meth:`remove_if_unused`.
     """
 
+    __slots__ = ()
+
     @property
     def exclusive(self) -> bool:
         return False
 
+    # A shared chain can be long (CNI-HOSTPORT-DNAT holds every container's entry rules),
+    # so its rules are looked up with libiptc's own comparison (iptables -C) instead of
+    # being decoded.
+
     def _ensure_body(self, tx: Tx) -> bool:
-        current = tx.chain_rules(self.name)
-        missing = [rule for rule in self.body if rule not in current]
+        missing = [rule for rule in self.body if not tx.has_rule(rule)]
         for rule in missing:
             tx.append(rule)
         return bool(missing)
+
+    def _body_problems(self, tx: Tx) -> list[str]:
+        return [f"rule [{render(rule)}] missing from chain {self.name}"
+                for rule in self.body if not tx.has_rule(rule)]
 
     def in_use(self, tx: Tx) -> bool:
         """Whether the chain holds rules other than ``body`` or is jumped to from anywhere
         other than this chain's own entry jumps."""
         if not tx.has_chain(self.name):
             return False
-        remaining = list(self.body)
-        for rule in tx.chain_rules(self.name):
-            if rule in remaining:
-                remaining.remove(rule)
-            else:
-                return True
+        own_rules = sum(1 for rule in set(self.body) if tx.has_rule(rule))
+        if tx.rule_count(self.name) > own_rules:
+            return True
         own_jumps = sum(len(tx.find_jumps(chain, self.name)) for chain in self.entry_chains)
         return tx.references(self.name) > own_jumps
 

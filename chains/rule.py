@@ -18,9 +18,7 @@ that list; they are built without validation and compare unequal to anything bui
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import KW_ONLY, dataclass, fields, replace
-from typing import Any, TypeVar
+from collections.abc import Iterable, Mapping, Sequence
 
 from chains.extensions import (
     MATCH_SPECS,
@@ -30,6 +28,7 @@ from chains.extensions import (
     OptionPairs,
     canonical_options,
 )
+from chains.record import Record
 from chains.values import (
     canonical_network,
     canonical_protocol,
@@ -40,71 +39,71 @@ from chains.values import (
     validate_interface,
 )
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs a few ms to import; plugin execs cannot afford it
+    from typing import Any
+
 VERDICTS = frozenset({"ACCEPT", "DROP", "RETURN", "QUEUE"})
 #: Fields of the IP header part that can be negated with ``!``.
 HEADER_FIELDS = ("src", "dst", "in_iface", "out_iface", "protocol", "fragment")
+_CONDITION_FIELDS = (*HEADER_FIELDS, "matches", "negated")
+
+Options = Mapping[str, "str | None"] | Iterable[tuple[str, "str | None"]]
 
 
 # --------------------------------------------------------------------------- model
 
 
-_Model = TypeVar("_Model")
+class Match(Record):
+    """``-m name [!] --option value ...``; ``negated`` names the options preceded by ``!``.
 
+    ``options`` may be given as (name, value) pairs or a mapping, names with or without
+    the leading ``--``; ``None`` is the value of a flag. They are stored canonically.
+    """
 
-def _trusted(cls: type[_Model], **values: object) -> _Model:
-    """Build a frozen model object without validation (values read back from the kernel)."""
-    obj: _Model = object.__new__(cls)
-    for name, value in values.items():
-        object.__setattr__(obj, name, value)
-    return obj
-
-
-@dataclass(frozen=True)
-class Match:
-    """``-m name [!] --option value ...``; ``negated`` names the options preceded by ``!``."""
-
+    __slots__ = _fields = ("name", "options", "negated")
     name: str
-    options: OptionPairs = ()
-    negated: frozenset[str] = frozenset()
+    options: OptionPairs
+    negated: frozenset[str]
 
-    def __post_init__(self) -> None:
-        spec = MATCH_SPECS.get(self.name)
+    def __init__(self, name: str, options: Options = (), negated: Iterable[str] = frozenset()) -> None:
+        spec = MATCH_SPECS.get(name)
         if spec is None:
-            raise ValueError(f"unsupported match extension {self.name!r}")
-        options, negated = canonical_options(spec, _pairs(self.options), self.negated, "match")
-        object.__setattr__(self, "options", options)
-        object.__setattr__(self, "negated", negated)
+            raise ValueError(f"unsupported match extension {name!r}")
+        canonical, canonical_negated = canonical_options(spec, _pairs(options), negated, "match")
+        self._set(name=name, options=canonical, negated=canonical_negated)
 
     def option(self, name: str) -> str | None:
         return dict(self.options).get(name)
 
 
-@dataclass(frozen=True)
-class Target:
+class Target(Record):
     """``-j name [--option value ...]`` (``-g`` when ``goto``); ``""`` means no target.
 
     The name is a verdict (ACCEPT, DROP, RETURN, QUEUE), a supported target extension
     (:data:`TARGET_SPECS`) or a chain to jump to.
     """
 
+    __slots__ = _fields = ("name", "options", "goto")
     name: str
-    options: OptionPairs = ()
-    goto: bool = False
+    options: OptionPairs
+    goto: bool
 
-    def __post_init__(self) -> None:
-        spec = TARGET_SPECS.get(self.name)
+    def __init__(self, name: str, options: Options = (), goto: bool = False) -> None:
+        spec = TARGET_SPECS.get(name)
+        canonical: OptionPairs = ()
         if spec is not None:
-            options, _ = canonical_options(spec, _pairs(self.options), (), "target")
-            object.__setattr__(self, "options", options)
-        elif self.name in UNSUPPORTED_TARGETS:
-            raise ValueError(f"unsupported target extension {self.name!r}")
+            canonical, _ = canonical_options(spec, _pairs(options), (), "target")
+        elif name in UNSUPPORTED_TARGETS:
+            raise ValueError(f"unsupported target extension {name!r}")
         else:
-            if self.name:
-                validate_chain_name(self.name)
-            if self.options:
-                raise ValueError(f"target {self.name or '(none)'} takes no options")
-        if self.goto and (spec is not None or self.name in VERDICTS or not self.name):
-            raise ValueError(f"-g needs a chain, not {self.name or '(none)'}")
+            if name:
+                validate_chain_name(name)
+            if _pairs(options):
+                raise ValueError(f"target {name or '(none)'} takes no options")
+        if goto and (spec is not None or name in VERDICTS or not name):
+            raise ValueError(f"-g needs a chain, not {name or '(none)'}")
+        self._set(name=name, options=canonical, goto=bool(goto))
 
     @property
     def is_extension(self) -> bool:
@@ -129,28 +128,30 @@ def _pairs(options: object) -> list[tuple[str, str | None]]:
     return pairs
 
 
-@dataclass(frozen=True)
-class Conditions:
+class Conditions(Record):
     """The part of a rule before the target: IP header fields and matches.
 
     This is what ``conditionsV4``/``conditionsV6`` style argument lists describe; turn it
     into a rule with :meth:`to_rule`.
     """
 
-    src: str | None = None
-    dst: str | None = None
-    in_iface: str | None = None
-    out_iface: str | None = None
-    protocol: str | None = None
-    fragment: bool = False
-    matches: tuple[Match, ...] = ()
-    negated: frozenset[str] = frozenset()
+    __slots__ = _fields = _CONDITION_FIELDS
+    src: str | None
+    dst: str | None
+    in_iface: str | None
+    out_iface: str | None
+    protocol: str | None
+    fragment: bool
+    matches: tuple[Match, ...]
+    negated: frozenset[str]
 
-    def __post_init__(self) -> None:
-        _canonicalise_header(self)
+    def __init__(self, *, src: str | None = None, dst: str | None = None, in_iface: str | None = None,
+                 out_iface: str | None = None, protocol: str | int | None = None, fragment: bool = False,
+                 matches: Iterable[Match] = (), negated: Iterable[str] = frozenset()) -> None:
+        self._set(**_canonical_header(src, dst, in_iface, out_iface, protocol, fragment, matches, negated))
 
     def to_rule(self, chain: str, target: Target) -> Rule:
-        return Rule(chain, **_header_values(self), target=target)
+        return Rule(chain, target=target, **_header_values(self))
 
     def extended(self, other: Conditions) -> Conditions:
         """These conditions followed by ``other``'s (its header fields must not clash)."""
@@ -170,30 +171,32 @@ class Conditions:
         return _family_of(self)
 
 
-@dataclass(frozen=True)
-class Rule:
+class Rule(Record):
     """One iptables rule in ``chain``: conditions, matches in order, and a target.
 
     ``negated`` names the header fields preceded by ``!`` (see :data:`HEADER_FIELDS`).
     """
 
+    __slots__ = _fields = ("chain", "target", *_CONDITION_FIELDS)
     chain: str
-    _: KW_ONLY
     target: Target
-    src: str | None = None
-    dst: str | None = None
-    in_iface: str | None = None
-    out_iface: str | None = None
-    protocol: str | None = None
-    fragment: bool = False
-    matches: tuple[Match, ...] = ()
-    negated: frozenset[str] = frozenset()
+    src: str | None
+    dst: str | None
+    in_iface: str | None
+    out_iface: str | None
+    protocol: str | None
+    fragment: bool
+    matches: tuple[Match, ...]
+    negated: frozenset[str]
 
-    def __post_init__(self) -> None:
-        validate_chain_name(self.chain)
-        if not isinstance(self.target, Target):
-            raise ValueError(f"target must be a Target, got {self.target!r}")
-        _canonicalise_header(self)
+    def __init__(self, chain: str, *, target: Target, src: str | None = None, dst: str | None = None,
+                 in_iface: str | None = None, out_iface: str | None = None, protocol: str | int | None = None,
+                 fragment: bool = False, matches: Iterable[Match] = (), negated: Iterable[str] = frozenset()) -> None:
+        validate_chain_name(chain)
+        if not isinstance(target, Target):
+            raise ValueError(f"target must be a Target, got {target!r}")
+        header = _canonical_header(src, dst, in_iface, out_iface, protocol, fragment, matches, negated)
+        self._set(chain=chain, target=target, **header)
         _check_target_needs(self)
 
     @property
@@ -206,60 +209,58 @@ class Rule:
         return Conditions(**_header_values(self))
 
     def with_chain(self, chain: str) -> Rule:
-        return replace(self, chain=chain)
+        return self.replace(chain=chain)
 
 
 _HEADER_FLAGS = {"src": "-s", "dst": "-d", "in_iface": "-i", "out_iface": "-o", "protocol": "-p", "fragment": "-f"}
 
 
 def _header_values(obj: Conditions | Rule) -> dict[str, Any]:
-    names = [f.name for f in fields(Conditions)]
-    return {name: getattr(obj, name) for name in names}
+    return {name: getattr(obj, name) for name in _CONDITION_FIELDS}
 
 
-def _canonicalise_header(obj: Conditions | Rule) -> None:
-    set_attr = object.__setattr__
-    negated = frozenset(obj.negated)
+def _canonical_header(src: str | None, dst: str | None, in_iface: str | None, out_iface: str | None,
+                      protocol: str | int | None, fragment: bool, matches: Iterable[Match],
+                      negated: Iterable[str]) -> dict[str, object]:
+    """Validated, canonical values of the condition fields."""
+    negated = frozenset(negated)
     unknown = negated - set(HEADER_FIELDS)
     if unknown:
         raise ValueError(f"cannot negate {sorted(unknown)}: negatable fields are {list(HEADER_FIELDS)}")
+    values: dict[str, object] = {"in_iface": in_iface, "out_iface": out_iface, "fragment": bool(fragment)}
     families = set()
-    for name in ("src", "dst"):
-        value = getattr(obj, name)
-        if value is not None:
-            text, family = canonical_network(value, keep_any=name in negated)
+    for name, address in (("src", src), ("dst", dst)):
+        if address is not None:
+            address, family = canonical_network(address, keep_any=name in negated)
             families.add(family)
-            set_attr(obj, name, text)
-    for name in ("in_iface", "out_iface"):
-        value = getattr(obj, name)
-        if value is not None:
-            validate_interface(value)
-    if obj.protocol is not None:
-        set_attr(obj, "protocol", canonical_protocol(obj.protocol))
-        if obj.protocol is None and "protocol" in negated:
-            raise ValueError("! -p all would never match")
-    set_attr(obj, "fragment", bool(obj.fragment))
+        values[name] = address
+    for iface in (in_iface, out_iface):
+        if iface is not None:
+            validate_interface(iface)
+    values["protocol"] = None if protocol is None else canonical_protocol(protocol)
+    if protocol is not None and values["protocol"] is None and "protocol" in negated:
+        raise ValueError("! -p all would never match")
     for name in negated:
-        if getattr(obj, name) in (None, False):
+        if values[name] in (None, False):
             raise ValueError(f"cannot negate {_HEADER_FLAGS[name]}: it is not set")
-    set_attr(obj, "negated", negated)
-    matches = tuple(obj.matches)
+    values["negated"] = negated
+    values["matches"] = matches = tuple(matches)
     for match in matches:
         if not isinstance(match, Match):
             raise ValueError(f"matches must be Match objects, got {match!r}")
-        _check_protocol(MATCH_SPECS.get(match.name), obj, f"match {match.name}")
-    set_attr(obj, "matches", matches)
+        _check_protocol(MATCH_SPECS.get(match.name), values["protocol"], negated, f"match {match.name}")
     if len(families) > 1:
         raise ValueError("rule mixes IPv4 and IPv6 addresses")
-    if obj.fragment and 6 in families:
+    if fragment and 6 in families:
         raise ValueError("-f exists for IPv4 only")
+    return values
 
 
-def _check_protocol(spec: ExtensionSpec | None, obj: Conditions | Rule, what: str) -> None:
+def _check_protocol(spec: ExtensionSpec | None, protocol: object, negated: frozenset[str], what: str) -> None:
     allowed = spec.protocols if spec else None
     if allowed is None:
         return
-    if obj.protocol not in allowed or "protocol" in obj.negated:
+    if protocol not in allowed or "protocol" in negated:
         wanted = ", ".join(f"-p {p}" for p in sorted(allowed))
         raise ValueError(f"{what} needs {wanted}")
 
@@ -291,11 +292,11 @@ def _family_of(obj: Conditions | Rule) -> int | None:
 
 def decoded_match(name: str, options: OptionPairs, negated: frozenset[str]) -> Match:
     """A Match read back from the kernel: taken as is, no validation."""
-    return _trusted(Match, name=name, options=options, negated=negated)
+    return Match._trusted(name=name, options=options, negated=negated)
 
 
 def decoded_target(name: str, options: OptionPairs, goto: bool) -> Target:
-    return _trusted(Target, name=name, options=options, goto=goto)
+    return Target._trusted(name=name, options=options, goto=goto)
 
 
 def decoded_rule(chain: str, **values: object) -> Rule:
@@ -304,7 +305,7 @@ def decoded_rule(chain: str, **values: object) -> Rule:
         "fragment": False, "matches": (), "negated": frozenset(),
     }
     defaults.update(values)
-    return _trusted(Rule, chain=chain, **defaults)
+    return Rule._trusted(chain=chain, **defaults)
 
 
 # --------------------------------------------------------------------------- text

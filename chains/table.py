@@ -18,16 +18,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from typing import TypeVar
 
 from chains import codec
-from cni import faults
 from chains.errors import ChainsError, IptcError, TryAgain
 from chains.libiptc import EAGAIN, Handle
 from chains.lock import DEFAULT_WAIT_SECONDS, xtables_lock
 from chains.rule import VERDICTS, Rule, render
+from cni import faults
 
-T = TypeVar("T")
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs a few ms to import; plugin execs cannot afford it
+    from typing import TypeVar
+
+    T = TypeVar("T")
 
 TABLES = ("filter", "nat", "mangle", "raw", "security")
 DEFAULT_ATTEMPTS = 5

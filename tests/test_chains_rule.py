@@ -216,6 +216,7 @@ def test_long_comments_are_cut_to_255_bytes() -> None:
     (["-i", "a-very-long-interface-name", "-j", "DROP"], "invalid interface name"),
     (["-m", "mark", "--mark", "0x1", "--mark", "0x2", "-j", "DROP"], "given more than once"),
     (["-g", "ACCEPT"], "-g needs a chain"),
+    (["-p", "tcp", "!", "--dport", "0:65535", "-j", "DROP"], "would never match"),
     (["!"], "'!' must be followed by an option"),
     (["-m", "comment", "--comment", "", "-j", "DROP"], "comment must not be empty"),
 ])

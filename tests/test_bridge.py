@@ -164,20 +164,41 @@ def expect_error(node: Node, conf: dict[str, Any], ctr: str, code: int, msg_part
     assert node_state(node) == before
 
 
-def test_bad_input_leaves_nothing_behind(node: Node) -> None:
+BAD_INPUTS = {
+    "subnet-host-bits": ({"ranges": [[{"subnet": "10.88.0.5/24"}]]}, "", 7, "host bits set"),
+    "subnet-too-small": ({"ranges": [[{"subnet": "10.88.0.0/31"}]]}, "", 7, "too small"),
+    "overlapping-ranges": ({"ranges": [[{"subnet": "10.88.0.0/24"}], [{"subnet": "10.88.0.0/25"}]]}, "", 7, "overlap"),
+    "unknown-cni-args": ({}, "FOO=bar", 4, "unknown args"),
+    "requested-ip-outside-range": ({}, "IP=10.99.0.9", 7, "10.99.0.9"),
+    "mtu-not-a-number": ({"mtu": "big"}, "", 7, "mtu"),
+    "hairpin-and-promisc": ({"hairpinMode": True, "promiscMode": True}, "", 7, "hairpin"),
+    "bridge-name-too-long": ({"bridge": "b" * 16}, "", 7, "bridge"),
+    "vlan-out-of-range": ({"vlan": 5000}, "", 7, "vlan"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_leaves_nothing_behind(node: Node, case: str) -> None:
+    overrides, cni_args, code, part = BAD_INPUTS[case]
     c0 = node.container("c0")
     add(node, bridge_conf(node), c0)  # so the bridge already exists in the baseline
     c1 = node.container("c1")
-    expect_error(node, bridge_conf(node, ranges=[[{"subnet": "10.88.0.5/24"}]]), c1, 7, "host bits set")
-    expect_error(node, bridge_conf(node, ranges=[[{"subnet": "10.88.0.0/31"}]]), c1, 7, "too small")
-    expect_error(node, bridge_conf(node, ranges=[[{"subnet": "10.88.0.0/24"}], [{"subnet": "10.88.0.0/25"}]]), c1,
-                 7, "overlap")
-    expect_error(node, bridge_conf(node), c1, 4, "unknown args", cni_args="FOO=bar")
-    expect_error(node, bridge_conf(node), c1, 7, "10.99.0.9", cni_args="IP=10.99.0.9")
-    expect_error(node, bridge_conf(node, mtu="big"), c1, 7, "mtu")
-    expect_error(node, bridge_conf(node, hairpinMode=True, promiscMode=True), c1, 7, "hairpin")
+    ranges = overrides.pop("ranges", None)
+    expect_error(node, bridge_conf(node, ranges=ranges, **overrides), c1, code, part, cni_args=cni_args)
+
+
+def test_existing_interface_name_is_refused(node: Node) -> None:
+    c0 = node.container("c0")
+    add(node, bridge_conf(node), c0)
+    c1 = node.container("c1")
     ns_exec(c1, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth1")
     expect_error(node, bridge_conf(node), c1, 4, "already exists")
+
+
+def test_missing_netns_is_unknown_container(node: Node) -> None:
+    out, rc, _ = node.run_plugin("bridge", "ADD", bridge_conf(node), "nonexistent-netns-x")
+    assert rc == 1 and out is not None and out["code"] == 3
+    assert node.reservations("brnet") == [] and [l for l in node.links() if l.startswith("veth")] == []
 
 
 def test_exhausted_range_undoes_the_veth(node: Node) -> None:

@@ -63,7 +63,7 @@ def cmd_add(req: Request) -> dict[str, Any]:
     store, att = _store(req), _attachment(req)
     host_veth = links.new_host_veth_name()
     record: dict[str, Any] = {"bridge": conf.bridge, "hostVeth": host_veth, "ips": [], "ipMasq": conf.ipMasq,
-                              "ipam": ipam}
+                              "ipam": ipam, "spoofcheck": conf.macspoofchk}
     store.save(att, record)  # before anything exists, so a crash from here on is recoverable by DEL
     faults.point("bridge.add.after-record")
     ipam_done = False
@@ -112,6 +112,10 @@ def cmd_add(req: Request) -> dict[str, Any]:
                 if ctr_link is not None:
                     ctr_nl.link_set(ctr_link.index, up=True)
             result["interfaces"][2]["mac"] = ctr_link.mac if ctr_link is not None else ""
+            if conf.macspoofchk and ctr_link is not None and ctr_link.mac:
+                from bridge import spoofcheck  # noqa: PLC0415
+
+                spoofcheck.setup(req.network, req.container_id, req.ifname, host_veth, ctr_link.mac)
             bridge_now = nl.link_get(conf.bridge)
             if bridge_now is not None:
                 result["interfaces"][0]["mac"] = bridge_now.mac or ""
@@ -167,6 +171,10 @@ def _teardown(req: Request, record: dict[str, Any], ipam: str) -> None:
     if ipam:
         invoke.delegate(req, ipam, "DEL")
         faults.point("bridge.del.after-ipam")
+    if record.get("spoofcheck"):
+        from bridge import spoofcheck  # noqa: PLC0415
+
+        spoofcheck.teardown(req.network, req.container_id, req.ifname)
     # By chain name alone: needs neither the netns nor the container's addresses. Without a record
     # (or with a corrupt one) both families are swept; with one, only what it says it set up.
     if record.get("ipMasq", True):

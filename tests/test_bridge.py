@@ -210,3 +210,24 @@ def test_exhausted_range_undoes_the_veth(node: Node) -> None:
     assert node_state(node) == before
     assert json.loads(ns_exec(c2, "ip", "-j", "link", "show").stdout) and \
         [l["ifname"] for l in json.loads(ns_exec(c2, "ip", "-j", "link", "show").stdout)] == ["lo"]
+
+
+def test_macspoofchk_drops_frames_with_another_source_mac(node: Node) -> None:
+    conf = bridge_conf(node, macspoofchk=True)
+    c1, c2 = node.container("c1"), node.container("c2")
+    add(node, bridge_conf(node), c2)
+    r1 = add(node, conf, c1)
+    assert "pycni_spoofcheck" in node.exec("nft", "list", "tables").stdout.decode()
+    with server(c2, "tcp", 7300, tag="c2"):
+        assert request(c1, "tcp", "10.88.0.2", 7300).startswith("c2")
+        ns_exec(c1, "ip", "link", "set", "eth0", "address", "02:00:00:00:00:99")
+        assert request(c1, "tcp", "10.88.0.2", 7300, timeout=1.5).startswith(("ERROR", "TIMEOUT", "timed out"))
+        ns_exec(c1, "ip", "link", "set", "eth0", "address", r1["interfaces"][2]["mac"])
+        assert request(c1, "tcp", "10.88.0.2", 7300).startswith("c2")
+        c3 = node.container("c3")  # the control: without macspoofchk a changed MAC still gets through
+        add(node, bridge_conf(node), c3)
+        ns_exec(c3, "ip", "link", "set", "eth0", "address", "02:00:00:00:00:98")
+        assert request(c3, "tcp", "10.88.0.2", 7300).startswith("c2")
+    _, rc, err = node.run_plugin("bridge", "DEL", conf, c1)
+    assert rc == 0, err
+    assert "pycni_spoofcheck" not in node.exec("nft", "list", "tables").stdout.decode()

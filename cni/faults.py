@@ -25,6 +25,7 @@ POINTS = (
     "portmap.add.after-rules",
     "portmap.del.after-rules",
     "hostlocal.add.after-reserve",
+    "firewall.add.after-record",
     "chains.commit.before",
     "chains.commit.after",
 )

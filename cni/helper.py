@@ -7,7 +7,9 @@ stdout and the exit code, and exits. One call's state never leaks into another, 
 cannot take the helper down, and if the helper dies the child still answers (it owns the socket);
 if a child dies the executable reports code 11 ("try again later"), as if the plugin had been killed.
 
-Only root may connect (SO_PEERCRED), and the socket is created 0600.
+A few workers are forked ahead and wait in accept(), each serving exactly one call and exiting, so
+no fork sits on a call's critical path. Only root may connect (SO_PEERCRED), and the socket is
+created 0600.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ PRELOAD_MODULES = ("bridge.config", "bridge.links", "bridge.ipmasq", "bridge.che
 CLONE_NEWNS = 0x00020000
 CLONE_NEWNET = 0x40000000
 MAX_REQUEST = 64 << 20
+IDLE_WORKERS = 4  # forked ahead of time, each serving exactly one call
 
 
 def _load(entry: str) -> object:
@@ -106,20 +109,44 @@ def serve(path: str) -> None:
     server.listen(256)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
     print(f"helper: serving on {path}", file=sys.stderr, flush=True)
+    taken_r, taken_w = os.pipe()
     try:
-        while True:
-            conn, _ = server.accept()
-            if os.fork() == 0:
-                server.close()
-                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                os._exit(_handle(conn, plugins))
-            conn.close()
+        for _ in range(IDLE_WORKERS):
+            _spawn_worker(server, taken_w, plugins)
+        while True:  # each byte on the pipe is a worker that took a call: replace it
+            for _ in os.read(taken_r, 64):
+                _spawn_worker(server, taken_w, plugins)
     finally:
         server.close()
         try:
             os.unlink(path)
         except OSError:
             pass
+
+
+def _spawn_worker(server: socket.socket, taken_w: int, plugins: dict[str, object]) -> None:
+    """Fork a worker that waits in accept() for one call, so no fork sits on a call's critical path."""
+    if os.fork() != 0:
+        return
+    try:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        _die_with_parent(True)  # an idle worker must not outlive the helper
+        conn, _ = server.accept()
+        _die_with_parent(False)  # a call in progress finishes even if the helper goes away
+        server.close()
+        os.write(taken_w, b"x")
+        os._exit(_handle(conn, plugins))
+    except BaseException:  # noqa: BLE001 - a worker never returns into the parent's loop
+        os._exit(1)
+
+
+def _die_with_parent(enabled: bool) -> None:
+    import ctypes  # noqa: PLC0415 - already loaded by the preloaded libraries
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL if enabled else 0, 0, 0, 0)
+    if enabled and os.getppid() == 1:  # the helper died before prctl took effect
+        os._exit(0)
 
 
 def _peer_is_root(conn: socket.socket) -> bool:

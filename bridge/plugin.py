@@ -64,13 +64,15 @@ def cmd_add(req: Request) -> dict[str, Any]:
     host_veth = links.new_host_veth_name()
     record: dict[str, Any] = {"bridge": conf.bridge, "hostVeth": host_veth, "ips": [], "ipMasq": conf.ipMasq,
                               "ipam": ipam, "spoofcheck": conf.macspoofchk}
+    previous = _previous_record(store, att)  # an earlier ADD's, kept for DEL should this one fail
     store.save(att, record)  # before anything exists, so a crash from here on is recoverable by DEL
     faults.point("bridge.add.after-record")
-    ipam_done = False
+    ipam_done = created_link = False
     try:
         with Netlink.open() as nl, Netlink.open(req.netns) as ctr_nl:
             bridge = links.ensure_bridge(nl, conf)
             links.create_veth(ctr_nl, req.ifname, host_veth, conf.mtu, mac)
+            created_link = True
             host_link = links.attach_host_veth(nl, host_veth, bridge, conf)
             faults.point("bridge.add.after-veth")
             result: dict[str, Any] = {"cniVersion": req.cni_version, "interfaces": [
@@ -121,7 +123,7 @@ def cmd_add(req: Request) -> dict[str, Any]:
                 result["interfaces"][0]["mac"] = bridge_now.mac or ""
             return result
     except BaseException:
-        _undo_add(req, ipam if ipam_done else "", store, att)
+        _undo_add(req, ipam if ipam_done else "", store, att, previous, created_link)
         raise
 
 
@@ -148,21 +150,37 @@ def _routes_with_defaults(routes: list[dict[str, Any]], ips: list[dict[str, Any]
     return routes
 
 
-def _undo_add(req: Request, ipam: str, store: RecordStore, att: Attachment) -> None:
-    """Best effort: remove everything a failed ADD created, then its record."""
+def _previous_record(store: RecordStore, att: Attachment) -> dict[str, Any] | None:
     try:
-        _teardown(req, store.load(att) or {}, ipam)
-        store.delete(att)
+        return store.load(att)
+    except CNIError:
+        return None
+
+
+def _undo_add(req: Request, ipam: str, store: RecordStore, att: Attachment, previous: dict[str, Any] | None,
+              created_link: bool) -> None:
+    """Best effort: remove everything a failed ADD created, then its record (putting back an earlier ADD's).
+
+    The container interface goes only if this ADD created it: an ``ifname`` that already existed
+    (someone else's, or left by an earlier ADD that died) is not this ADD's to delete.
+    """
+    try:
+        _teardown(req, store.load(att) or {}, ipam, container_link=created_link)
+        if previous:
+            store.save(att, previous)
+        else:
+            store.delete(att)
     except Exception as exc:  # the original error matters more; the record stays for a later DEL
         print(f"bridge: cleanup after failed ADD incomplete: {exc}", file=sys.stderr)
 
 
-def _teardown(req: Request, record: dict[str, Any], ipam: str) -> None:
+def _teardown(req: Request, record: dict[str, Any], ipam: str, container_link: bool = True) -> None:
     from bridge import ipmasq, links  # noqa: PLC0415
     from cni import invoke  # noqa: PLC0415
     from netlink.rtnl import Netlink  # noqa: PLC0415
 
-    links.delete_container_link(req.netns, req.ifname)
+    if container_link:
+        links.delete_container_link(req.netns, req.ifname)
     faults.point("bridge.del.after-link")
     host_veth = record.get("hostVeth")
     if isinstance(host_veth, str) and host_veth:

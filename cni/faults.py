@@ -26,6 +26,9 @@ POINTS = (
     "portmap.del.after-rules",
     "hostlocal.add.after-reserve",
     "firewall.add.after-record",
+    "firewall.add.after-first-family",
+    "firewall.add.after-rules",
+    "firewall.del.after-rules",
     "chains.commit.before",
     "chains.commit.after",
 )

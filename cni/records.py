@@ -8,17 +8,21 @@ tables. One JSON file per (owner plugin, network, container ID, ifname):
     <stateDir>/<owner>/<network>/<containerID>/<ifname>.json
 
 The path components are validated names (network and container ID by the spec's regex, ifname
-by the kernel's rules), so none of them can climb out of the state directory.
+by the kernel's rules), so none of them can climb out of the state directory, and every directory
+below it is opened without following symlinks: one planted there redirects no write and no unlink
+(the record is then unreadable, as a corrupt one is). Directories are created 0700, records 0600.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 import sys
 TYPE_CHECKING = False  # typing itself costs ~2 ms to import; annotations are strings here
 
 from cni.errors import IO_FAILURE, CNIError
-from cni.files import atomic_write
+from cni.files import atomic_write_at, is_leftover_of, make_dirs, open_dir_below
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -27,6 +31,7 @@ if TYPE_CHECKING:
 DEFAULT_STATE_DIR = "/var/lib/cni/pycni"
 STATE_DIR_ENV = "PYCNI_STATE_DIR"
 RECORD_FORMAT = 1
+_SAVE_ATTEMPTS = 5  # a save racing other attachments' deletes of empty directories retries this often
 
 
 def state_dir(config: dict[str, Any]) -> str:
@@ -62,22 +67,37 @@ class RecordStore:
     """The records of one owner plugin under one state directory."""
 
     def __init__(self, root: str, owner: str) -> None:
-        self.base = os.path.join(root, _safe_component(owner))
+        self.root = root
+        self.owner = _safe_component(owner)
+        self.base = os.path.join(root, self.owner)
 
     def path(self, att: Attachment) -> str:
-        return os.path.join(self.base, _safe_component(att.network), _safe_component(att.container_id),
-                            _safe_component(att.ifname) + ".json")
+        return os.path.join(self.root, *self._dirs(att), self._name(att))
+
+    def _dirs(self, att: Attachment) -> list[str]:
+        return [self.owner, _safe_component(att.network), _safe_component(att.container_id)]
+
+    @staticmethod
+    def _name(att: Attachment) -> str:
+        return _safe_component(att.ifname) + ".json"
 
     def load(self, att: Attachment) -> dict[str, Any] | None:
         """The record's data, None when there is none. A corrupt record raises CNIError (code 5)."""
         path = self.path(att)
         try:
-            with open(path, "rb") as f:
-                raw = f.read()
+            dir_fd = open_dir_below(self.root, self._dirs(att))
         except FileNotFoundError:
             return None
         except OSError as exc:
             raise CNIError(IO_FAILURE, f"cannot read ownership record {path}: {exc}") from None
+        try:
+            raw = _read_regular(self._name(att), dir_fd)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise CNIError(IO_FAILURE, f"cannot read ownership record {path}: {exc}") from None
+        finally:
+            os.close(dir_fd)
         try:
             data = json.loads(raw)
             if not isinstance(data, dict) or data.get("format") != RECORD_FORMAT:
@@ -87,24 +107,55 @@ class RecordStore:
         return data
 
     def save(self, att: Attachment, data: dict[str, Any]) -> None:
-        path = self.path(att)
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         body = {"format": RECORD_FORMAT, "network": att.network, "containerID": att.container_id,
                 "ifname": att.ifname}
         body.update(data)
-        atomic_write(path, json.dumps(body, sort_keys=True).encode(), 0o600)
+        payload = json.dumps(body, sort_keys=True).encode()
+        for _ in range(_SAVE_ATTEMPTS):
+            try:
+                make_dirs(self.root, 0o700)
+                dir_fd = open_dir_below(self.root, self._dirs(att), create=True, mode=0o700)
+                try:
+                    atomic_write_at(dir_fd, self._name(att), payload, 0o600, durable=False)
+                finally:
+                    os.close(dir_fd)
+                return
+            except FileNotFoundError as exc:
+                # Another attachment's delete removed a directory it found empty (the network's, when
+                # its last record went) between our mkdir and our use of it: create it again.
+                missing = exc
+            except OSError as exc:
+                raise CNIError(IO_FAILURE, f"cannot write ownership record {self.path(att)}: {exc}") from None
+        raise CNIError(IO_FAILURE, f"cannot write ownership record {self.path(att)}: {missing}")
 
     def delete(self, att: Attachment) -> None:
-        path = self.path(att)
+        """Remove the record (and the temporary file of a save that was killed), then its directories
+        when they are empty. Nothing is removed through a symlink: a path that has one is not ours."""
+        dirs, name = self._dirs(att), self._name(att)
         try:
-            os.unlink(path)
+            dir_fd = open_dir_below(self.root, dirs)
         except FileNotFoundError:
             return
-        for directory in (os.path.dirname(path), os.path.dirname(os.path.dirname(path))):
+        except OSError as exc:
+            print(f"not removing ownership record {self.path(att)}: {exc}", file=sys.stderr)
+            return
+        try:
+            for entry in os.listdir(dir_fd):
+                if entry == name or is_leftover_of(entry, name):
+                    _unlink_quietly(entry, dir_fd)
+        finally:
+            os.close(dir_fd)
+        for depth in (len(dirs) - 1, len(dirs) - 2):  # the container's directory, then the network's
             try:
-                os.rmdir(directory)  # only succeeds when empty; that is the point
+                parent_fd = open_dir_below(self.root, dirs[:depth])
             except OSError:
-                break
+                return
+            try:
+                os.rmdir(dirs[depth], dir_fd=parent_fd)  # only succeeds when empty; that is the point
+            except OSError:
+                return
+            finally:
+                os.close(parent_fd)
 
     def attachments(self, network: str | None = None) -> Iterator[Attachment]:
         """Every attachment with a record (of one network, or of all), corrupt ones included."""
@@ -119,6 +170,27 @@ class RecordStore:
     def any_other_than(self, att: Attachment) -> bool:
         """Whether any attachment but ``att`` has a record (stops at the first one found)."""
         return any(other != att for other in self.attachments())
+
+
+def _read_regular(name: str, dir_fd: int) -> bytes:
+    # O_NONBLOCK: a FIFO planted in place of a record cannot hang the plugin; it is refused below.
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        chunks = []
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _unlink_quietly(name: str, dir_fd: int) -> None:
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        pass
 
 
 def _listdir(path: str) -> list[str]:

@@ -38,6 +38,16 @@ def _require_object(result: object, what: str) -> Result:
 def to_canonical(result: object, assumed_version: str) -> Result:
     """Any version's result -> a 1.1.0-shaped dict (a copy). A missing cniVersion means ``assumed_version``."""
     data = copy.deepcopy(_require_object(result, "result"))
+    for key in ("interfaces", "ips", "routes"):
+        value = data.get(key)
+        if value is not None and (not isinstance(value, list) or not all(isinstance(v, dict) for v in value)):
+            raise CNIError(DECODE_FAILURE, f"result field {key} must be a list of objects")
+    for key in ("ip4", "ip6", "dns"):
+        if data.get(key) is not None and not isinstance(data[key], dict):
+            raise CNIError(DECODE_FAILURE, f"result field {key} must be an object")
+    for ip in data.get("ips") or []:
+        if not isinstance(ip.get("address"), str):
+            raise CNIError(DECODE_FAILURE, "every result ips[] entry needs an address string")
     ver = data.get("cniVersion") or assumed_version
     if not isinstance(ver, str) or ver not in versions.ALL_VERSIONS:
         raise CNIError(INCOMPATIBLE_VERSION, f"unsupported result version {ver!r}")

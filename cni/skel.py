@@ -159,7 +159,12 @@ def run(plugin: Plugin) -> None:
 
 
 def _json(obj: object) -> bytes:
-    return json.dumps(obj, indent=4).encode() + b"\n"
+    # allow_nan=False: NaN and Infinity are not JSON; a runtime could not parse a result carrying them.
+    return json.dumps(obj, indent=4, allow_nan=False).encode() + b"\n"
+
+
+def _not_json(constant: str) -> None:
+    raise ValueError(f"{constant} is not a JSON value")
 
 
 def _build_request(plugin: Plugin, command: str, env: Mapping[str, str], stdin: bytes) -> Request:
@@ -197,15 +202,16 @@ def _build_request(plugin: Plugin, command: str, env: Mapping[str, str], stdin: 
         from cni import result  # noqa: PLC0415
 
         request.prev_result = result.to_canonical(config["prevResult"], cni_version)
-    if command == "ADD" and request.netns and not env.get("CNI_NETNS_OVERRIDE"):
+    # Before acting, for DEL too: a DEL "in the container" would otherwise delete the node's own ifname.
+    if command in ("ADD", "DEL") and request.netns and not env.get("CNI_NETNS_OVERRIDE"):
         _refuse_own_netns(request.netns)
     return request
 
 
 def _decode_config(stdin: bytes) -> dict[str, Any]:
     try:
-        config = json.loads(stdin or b"")
-    except (ValueError, UnicodeDecodeError) as exc:
+        config = json.loads(stdin or b"", parse_constant=_not_json)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
         raise CNIError(DECODE_FAILURE, f"error unmarshall network config: {exc}") from None
     if not isinstance(config, dict):
         raise CNIError(DECODE_FAILURE, "error unmarshall network config: not a JSON object")

@@ -1,229 +1,188 @@
 """The firewall plugin's commands (iptables backend): let container traffic through FORWARD.
 
-Each container's addresses are recorded before its rules are committed, so DEL removes exactly its
-rules even without prevResult (the reference leaks them then). ``CNI-FORWARD``, its jump from
-``FORWARD`` and the isolation chains are removed in the commit that removes the last container rule
-that needed them; the admin chain belongs to the administrator and is only deleted when it is empty.
+Each container's addresses (and isolation pairs) are recorded before its rules are committed, so
+DEL removes exactly its rules even without prevResult (the reference leaks them then), repeatedly,
+and after a crash half-way through ADD. ``CNI-FORWARD``, its jump from ``FORWARD`` and the isolation
+chains are removed in the commit that removes the last container rule that needed them; the admin
+chain is the administrator's and is only deleted when it is empty and unreferenced (firewall.apply).
 """
 from __future__ import annotations
 
+import os
 import sys
 
 from cni import faults, skel
 from cni.errors import INTERNAL, INVALID_CONFIG, NOT_AVAILABLE, CNIError
-from cni.records import Attachment, RecordStore, state_dir
+from cni.records import Attachment
+from firewall.ownership import FAMILIES, Holdings, claims, empty, load_reporting, save, store_for
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from chains.table import Tx
+    from cni.records import RecordStore
     from cni.skel import Request
+    from firewall.config import FirewallConf
 
-OWNER = "firewall"
 VERSIONS = ("0.4.0", "1.0.0", "1.1.0")
+TABLE = "filter"
 
 
-def _store(req: Request) -> RecordStore:
-    return RecordStore(state_dir(req.config), OWNER)
+def _attachment(req: Request) -> Attachment:
+    return Attachment(req.network, req.container_id, req.ifname)
 
 
-def container_ips(prev: dict[str, Any], ifname: str) -> dict[int, list[str]]:
-    """The container's addresses by family: those on ``ifname`` in a sandbox, or without an index."""
-    interfaces = prev.get("interfaces") or []
-    found: dict[int, list[str]] = {}
-    for ip in prev.get("ips") or []:
-        index = ip.get("interface")
-        if index is not None:
-            if not (0 <= index < len(interfaces)) or interfaces[index].get("name") != ifname \
-                    or not interfaces[index].get("sandbox"):
-                continue
-        address = ip["address"].split("/")[0]
-        found.setdefault(6 if ":" in address else 4, []).append(address)
-    return found
+def _wanted(policy: str, isolating: bool, prev: dict[str, Any], ifname: str) -> dict[int, Holdings]:
+    """What the container needs per family: its addresses, and its bridge's isolation where it has any."""
+    from firewall import prevresult  # noqa: PLC0415
+
+    addresses = prevresult.container_addresses(prev, ifname)
+    pairs = [(prevresult.bridge_name(prev, policy), policy)] if isolating and addresses else []
+    return {family: Holdings(addresses.get(family, []), pairs if addresses.get(family) else [])
+            for family in FAMILIES}
 
 
-def _bridge_of(prev: dict[str, Any]) -> str:
-    interfaces = prev.get("interfaces") or []
-    return str(interfaces[0].get("name", "")) if interfaces else ""
+def _wanted_checked(conf: FirewallConf, prev: dict[str, Any], ifname: str) -> dict[int, Holdings]:
+    """:func:`_wanted`, with every rule built once so that a bad value fails before anything is written."""
+    from firewall import apply  # noqa: PLC0415
+
+    want = _wanted(conf.ingressPolicy, conf.isolating, prev, ifname)
+    try:
+        for holdings in want.values():
+            apply.build_rules(conf.admin_chain, holdings)
+    except ValueError as exc:
+        raise CNIError(INVALID_CONFIG, f"invalid firewall input: {exc}") from None
+    return want
 
 
-def _stage_add(tx: Tx, admin: str, ips: list[str], policy: str, bridge: str) -> None:
-    from firewall import rules  # noqa: PLC0415
+def _apply(family: int, store: RecordStore, exclude: set[Attachment], drop: Holdings,
+           want: Holdings | None = None, admin: str | None = None) -> None:
+    """One transaction on the family's filter table: drop what is no longer held, add what is wanted."""
+    from chains import table  # noqa: PLC0415
+    from firewall import apply  # noqa: PLC0415
 
-    rules.forward_chain().ensure(tx)
-    rules.admin_chain(admin).ensure(tx)
-    if policy in ("same-bridge", "isolated") and bridge:
-        stage1, stage2 = rules.isolation_chains(policy)
-        stage2.ensure(tx)
-        stage1.ensure(tx)
-        top, returns = rules.isolation_rules(policy, bridge)
-        for rule in top:
-            if not tx.has_rule(rule):
-                tx.insert(rule, 1)
-        for rule in returns:
-            if not tx.has_rule(rule):
-                tx.append(rule)
-    for ip in ips:
-        for rule in rules.container_rules(ip):
-            if not tx.has_rule(rule):
-                tx.append(rule)
+    def keep() -> Holdings:  # read under the table lock: see ownership.claims
+        others = claims(store, exclude, family)
+        return others | want if want is not None else others
 
-
-def _stage_del(tx: Tx, admin: str, ips: list[str]) -> None:
-    from firewall import rules  # noqa: PLC0415
-
-    if not tx.has_chain(rules.FORWARD_CHAIN):
-        return
-    for ip in ips:
-        for rule in rules.container_rules(ip):
-            while tx.delete_rule(rule):  # duplicates too, should anything have made them
-                pass
-    _remove_unused_shared(tx, admin)
-
-
-def _remove_unused_shared(tx: Tx, admin: str) -> None:
-    """When CNI-FORWARD holds nothing but jumps to admin chains, no container needs it any more."""
-    from firewall import rules  # noqa: PLC0415
-
-    admin_jumps = tx.find_jumps(rules.FORWARD_CHAIN, admin) if tx.has_chain(admin) else []
-    if tx.rule_count(rules.FORWARD_CHAIN) != len(admin_jumps):
-        return
-    rules.forward_chain().remove(tx)  # its jumps, then the chain with the admin jump in it
-    if tx.has_chain(admin) and tx.rule_count(admin) == 0 and tx.references(admin) == 0:
-        tx.delete_chain(admin)
-    for chain in (rules.STAGE1, rules.STAGE2):
-        if tx.has_chain(chain):
-            for entry in ("FORWARD", rules.STAGE1):
-                if tx.has_chain(entry):
-                    for number in reversed(tx.find_jumps(entry, chain)):
-                        tx.delete_rule_at(entry, number)
-    for chain in (rules.STAGE1, rules.STAGE2):
-        if tx.has_chain(chain) and tx.references(chain) == 0:
-            tx.delete_chain(chain)
+    table.apply(family, TABLE, lambda tx: apply.stage(tx, drop, keep, want, admin))
 
 
 def cmd_add(req: Request) -> dict[str, Any]:
-    from chains import table  # noqa: PLC0415
     from firewall import config  # noqa: PLC0415
 
     conf = config.load(req.config)
     if req.prev_result is None:
         raise CNIError(INVALID_CONFIG, "missing prevResult from earlier plugin")
-    ips = container_ips(req.prev_result, req.ifname)
-    bridge = _bridge_of(req.prev_result)
-    store, att = _store(req), Attachment(req.network, req.container_id, req.ifname)
-    previous = _load(store, att)
-    recorded = {str(f): sorted(set(ips.get(f, [])) | set(previous.get("ips", {}).get(str(f), []))) for f in (4, 6)}
-    store.save(att, {"ips": recorded, "admin": conf.iptablesAdminChainName})
+    want = _wanted_checked(conf, req.prev_result, req.ifname)
+    store, att = store_for(req.config), _attachment(req)
+    previous = load_reporting(store, att) or empty()
+    stale = {family: previous[family] - want[family] for family in FAMILIES}
+    # Until the commits are done the record covers both the old and the new rules.
+    save(store, att, {family: previous[family] | want[family] for family in FAMILIES})
     faults.point("firewall.add.after-record")
     try:
-        for family in (4, 6):
-            stale = [ip for ip in recorded[str(family)] if ip not in ips.get(family, [])]
-            if stale:
-                table.apply(family, "filter", lambda tx, s=stale: _stage_del(tx, conf.iptablesAdminChainName, s))
-            if ips.get(family):
-                table.apply(family, "filter", lambda tx, f=family: _stage_add(
-                    tx, conf.iptablesAdminChainName, ips[f], conf.ingressPolicy or "open", bridge))
+        committed = 0
+        for family in FAMILIES:
+            if stale[family] or want[family]:
+                _apply(family, store, {att}, stale[family], want[family], conf.admin_chain)
+                committed += 1
+                if committed == 1:
+                    faults.point("firewall.add.after-first-family")
     except BaseException:
-        _undo(store, att, recorded, conf.iptablesAdminChainName)
+        _undo(store, att)
         raise
-    store.save(att, {"ips": {str(f): ips.get(f, []) for f in (4, 6)}, "admin": conf.iptablesAdminChainName})
+    faults.point("firewall.add.after-rules")
+    save(store, att, want)
     return req.prev_result
 
 
-def _load(store: RecordStore, att: Attachment) -> dict[str, Any]:
+def _undo(store: RecordStore, att: Attachment) -> None:
+    """Take out whatever the record covers after a failed ADD: no partial rules stay behind."""
     try:
-        return store.load(att) or {}
-    except CNIError as err:
-        print(f"firewall: {err}", file=sys.stderr)
-        return {}
-
-
-def _undo(store: RecordStore, att: Attachment, recorded: dict[str, list[str]], admin: str) -> None:
-    from chains import table  # noqa: PLC0415
-
-    try:
-        for family in (4, 6):
-            if recorded[str(family)]:
-                table.apply(family, "filter", lambda tx, f=family: _stage_del(tx, admin, recorded[str(f)]))
+        held = load_reporting(store, att) or empty()
+        for family in FAMILIES:
+            if held[family]:
+                _apply(family, store, {att}, held[family])
         store.delete(att)
     except Exception as exc:  # the ADD's own error matters more; the record stays for DEL
         print(f"firewall: cleanup after failed ADD incomplete: {exc}", file=sys.stderr)
 
 
-def cmd_del(req: Request) -> None:
-    from chains import table  # noqa: PLC0415
+def _fallback_holdings(req: Request) -> dict[int, Holdings]:
+    """Without a (readable) record: what prevResult says the container had, as the reference does."""
+    from firewall.rules import ISOLATING_POLICIES, OPEN  # noqa: PLC0415
 
-    store, att = _store(req), Attachment(req.network, req.container_id, req.ifname)
-    record = _load(store, att)
-    if record:
-        ips = {int(f): list(v) for f, v in record.get("ips", {}).items()}
-        admin = str(record.get("admin") or "CNI-ADMIN")
-    elif req.prev_result is not None:  # no (or a corrupt) record: fall back to what the runtime says
-        ips = container_ips(req.prev_result, req.ifname)
-        admin = str(req.config.get("iptablesAdminChainName") or "CNI-ADMIN")
-    else:
-        return  # nothing recorded means nothing of ours was ever committed
-    for family, addresses in sorted(ips.items()):
-        if addresses and family in (4, 6):
-            table.apply(family, "filter", lambda tx, a=addresses: _stage_del(tx, admin, a))
+    if req.prev_result is None:
+        return empty()
+    policy = req.config.get("ingressPolicy")  # not validated: a DEL must not fail on its config
+    isolating = policy in ISOLATING_POLICIES
+    try:
+        return _wanted(str(policy), isolating, req.prev_result, req.ifname)
+    except CNIError:
+        if not isolating:
+            raise
+        return _wanted(OPEN, False, req.prev_result, req.ifname)  # no bridge named: addresses only
+
+
+def cmd_del(req: Request) -> None:
+    store, att = store_for(req.config), _attachment(req)
+    held = load_reporting(store, att)
+    if held is None:
+        held = _fallback_holdings(req)
+    for family in FAMILIES:
+        if held[family]:
+            _apply(family, store, {att}, held[family])
+    faults.point("firewall.del.after-rules")
     store.delete(att)
 
 
 def cmd_check(req: Request) -> None:
     from chains import table  # noqa: PLC0415
-    from chains.rule import render_body  # noqa: PLC0415
-    from firewall import config, rules  # noqa: PLC0415
+    from firewall import apply, config  # noqa: PLC0415
 
     conf = config.load(req.config)
     if req.prev_result is None:
         raise CNIError(INVALID_CONFIG, "Required prevResult missing")
-    admin = conf.iptablesAdminChainName
-
-    def inspect(tx: Tx, ips: list[str]) -> list[str]:
-        problems = rules.forward_chain().check(tx) + rules.admin_chain(admin).check(tx)
-        for ip in ips:
-            problems += [f"expected rule [{render_body(r).strip()}] not found" for r in rules.container_rules(ip)
-                         if not tx.has_chain(rules.FORWARD_CHAIN) or not tx.has_rule(r)]
-        return problems
-
-    for family, ips in sorted(container_ips(req.prev_result, req.ifname).items()):
-        problems = table.read(family, "filter", lambda tx, i=ips: inspect(tx, i))
-        if problems:
-            raise CNIError(INTERNAL, "; ".join(problems))
+    want = _wanted_checked(conf, req.prev_result, req.ifname)
+    problems: list[str] = []
+    for family in FAMILIES:
+        if want[family].addresses:
+            problems += table.read(family, TABLE, lambda tx, h=want[family]: apply.problems(tx, conf.admin_chain, h))
+    if problems:
+        raise CNIError(INTERNAL, "; ".join(problems))
 
 
 def cmd_gc(req: Request) -> None:
-    from chains import table  # noqa: PLC0415
+    """Remove the rules and records of this network's attachments the runtime no longer has."""
     from cni.gc import valid_attachments  # noqa: PLC0415
 
     valid = valid_attachments(req.config)
-    store = _store(req)
-    errors = []
-    for att in list(store.attachments(req.network)):
-        if (att.container_id, att.ifname) in valid:
-            continue
-        try:
-            record = _load(store, att)
-            admin = str(record.get("admin") or "CNI-ADMIN")
-            for family, addresses in record.get("ips", {}).items():
-                if addresses:
-                    table.apply(int(family), "filter", lambda tx, a=addresses: _stage_del(tx, admin, a))
-            store.delete(att)
-        except Exception as exc:  # report and continue with the others
-            errors.append(f"{att.container_id}/{att.ifname}: {exc}")
-    if errors:
-        raise CNIError(INTERNAL, "firewall GC incomplete", "; ".join(errors))
+    store = store_for(req.config)
+    stale = [att for att in store.attachments(req.network) if (att.container_id, att.ifname) not in valid]
+    if not stale:
+        return
+    drop = empty()
+    for att in stale:  # a corrupt record is reported; its rules cannot be told apart, it goes all the same
+        held = load_reporting(store, att) or empty()
+        drop = {family: drop[family] | held[family] for family in FAMILIES}
+    for family in FAMILIES:
+        if drop[family]:
+            _apply(family, store, set(stale), drop[family])
+    for att in stale:
+        store.delete(att)
 
 
 def cmd_status(req: Request) -> None:
     from chains import table  # noqa: PLC0415
 
-    try:
-        table.read(4, "filter", lambda tx: tx.has_chain("FORWARD"))
-    except Exception as exc:  # noqa: BLE001 - any failure means ADD cannot work now
-        raise CNIError(NOT_AVAILABLE, f"iptables filter table is not usable: {exc}") from None
+    families = FAMILIES if os.path.isdir("/proc/sys/net/ipv6") else (4,)
+    for family in families:
+        try:
+            table.read(family, TABLE, lambda tx: tx.has_chain("FORWARD"))
+        except Exception as exc:  # noqa: BLE001 - any failure means ADD cannot work now
+            name = "ip6tables" if family == 6 else "iptables"
+            raise CNIError(NOT_AVAILABLE, f"{name} filter table is not usable: {exc}") from None
 
 
 PLUGIN = skel.Plugin(name="firewall", add=cmd_add, delete=cmd_del, check=cmd_check, gc=cmd_gc, status=cmd_status,

@@ -458,6 +458,8 @@ def _data_dir(ipam: Mapping[str, Any]) -> str:
         return DEFAULT_DATA_DIR
     if not isinstance(raw, str) or "\0" in raw:
         raise _config_error("ipam.dataDir must be a path")
+    if not os.path.isabs(raw):  # relative to whatever directory the runtime runs plugins in: anywhere
+        raise _config_error(f"ipam.dataDir must be an absolute path: {raw!r}")
     return raw
 
 

@@ -23,7 +23,7 @@ import os
 import sys
 
 from cni.errors import IO_FAILURE, CNIError
-from cni.files import atomic_write, flocked
+from cni.files import atomic_write, flocked, make_dirs
 from hostlocal.addresses import parse_ip
 from hostlocal.record import Record
 
@@ -144,12 +144,20 @@ class Store:
 
     def create(self) -> None:
         try:
-            os.makedirs(self.state_dir, mode=DIR_MODE, exist_ok=True)
+            make_dirs(self.state_dir, DIR_MODE, DIR_MODE)
         except OSError as exc:
             raise CNIError(IO_FAILURE, f"mkdir {self.state_dir}: {_reason(exc)}") from None
+        self._refuse_symlink()
+
+    def _refuse_symlink(self) -> None:
+        """``<dataDir>/<network>`` is ours: a symlink planted there would redirect every reservation.
+        (``dataDir`` itself may be a symlink: that is the administrator's choice.)"""
+        if os.path.islink(self.state_dir):
+            raise CNIError(IO_FAILURE, f"{self.state_dir} is a symlink; refusing to keep reservations through it")
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
+        self._refuse_symlink()
         path = self._path(LOCK_FILE)
         with contextlib.ExitStack() as stack:
             try:

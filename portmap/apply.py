@@ -52,8 +52,10 @@ def validate(conf: PortMapConf, network: str, container_id: str, addresses: dict
     try:
         for family, address in addresses.items():
             container_chain(conf, network, container_id, family, address)
-            for extra in (conf.conditionsV4 or [], conf.conditionsV6 or []):
-                parse_conditions(extra)
+        for family, extra in ((4, conf.conditionsV4 or []), (6, conf.conditionsV6 or [])):
+            pinned = parse_conditions(extra).family  # an IPv4 address in conditionsV6 would fail mid-commit
+            if pinned not in (None, family):
+                raise ValueError(f"conditionsV{family} match IPv{pinned} addresses")
     except ValueError as exc:
         raise CNIError(INVALID_CONFIG, f"invalid portmap config: {exc}") from None
 

@@ -44,7 +44,9 @@ def cmd_add(req: Request) -> dict[str, Any]:
     udp_ports = {str(f): rules.udp_host_ports(conf, f) for f in families}
     # Families a previous ADD set up are kept in the record until they are gone again.
     recorded = sorted(set(families) | set(previous.get("families", [])))
-    store.save(att, {"families": recorded, "udpPorts": udp_ports, "claims": previous.get("claims", []),
+    # The claims about to be taken are recorded with the earlier ones (release checks the holder).
+    claiming = list(dict.fromkeys([*previous.get("claims", []), *claims.keys(families, conf.mappings)]))
+    store.save(att, {"families": recorded, "udpPorts": udp_ports, "claims": claiming,
                      "hostPorts": [f"{m.protocol}/{m.hostPort}" for m in conf.mappings]})
     faults.point("portmap.add.after-record")
     try:
@@ -57,7 +59,7 @@ def cmd_add(req: Request) -> dict[str, Any]:
         if 4 in addresses and conf.snat:
             host.enable_route_localnet(str(addresses[4].ip))
     except BaseException:
-        _undo(req, store, att, recorded)
+        _undo(req, store, att, recorded, previous.get("claims", []))
         raise
     faults.point("portmap.add.after-rules")
     held, _conflicts = claims.claim(state_dir(req.config), att, families, conf.mappings)
@@ -78,12 +80,13 @@ def _load_record(store: RecordStore, att: Attachment) -> dict[str, Any]:
         return {"families": [4, 6]}
 
 
-def _undo(req: Request, store: RecordStore, att: Attachment, families: list[int]) -> None:
-    from portmap import apply  # noqa: PLC0415
+def _undo(req: Request, store: RecordStore, att: Attachment, families: list[int], held: list[str]) -> None:
+    from portmap import apply, claims  # noqa: PLC0415
 
     try:
         for family in families:
             apply.unforward(req.network, req.container_id, family)
+        claims.release(state_dir(req.config), att, list(held))  # a re-ADD's earlier claims go with its rules
         store.delete(att)
     except Exception as exc:  # the ADD's own error matters more; the record stays for DEL
         print(f"portmap: cleanup after failed ADD incomplete: {exc}", file=sys.stderr)
@@ -108,6 +111,7 @@ def cmd_del(req: Request) -> None:
     except CNIError as err:
         print(f"portmap: {err}; removing by chain name in both families", file=sys.stderr)
         record = {"families": [4, 6]}
+        claims.release_all(state_dir(req.config), att)  # the record no longer says which ports it held
     for family in _families_to_remove(req, record):
         apply.unforward(req.network, req.container_id, family)
         udp = (record or {}).get("udpPorts", {}).get(str(family), [])

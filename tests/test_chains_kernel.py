@@ -452,6 +452,7 @@ def test_errors_are_clear_and_nothing_is_committed(netns: str) -> None:
     assert ":A " not in save_text(netns, 4, "nat")
 
 
+@pytest.mark.timing
 def test_find_jumps_scans_a_big_chain_cheaply(netns: str) -> None:
     jumps_at = {7, 2500, 4999}
     lines = ["*nat", ":BIG - [0:0]", ":TARGET - [0:0]", ":OTHER - [0:0]"]

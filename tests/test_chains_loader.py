@@ -87,6 +87,7 @@ def test_falls_back_to_the_ordinary_import_when_the_fast_path_fails() -> None:
     assert result["has_tables"] is True
 
 
+@pytest.mark.timing
 def test_fast_import_is_several_times_cheaper() -> None:
     def timed(code: str) -> float:
         runs = [fresh_python(f"""

@@ -159,6 +159,7 @@ def test_launcher_runs_without_a_venv_and_passes_stdin(dummy_launchers: dict[str
                                       "interfaces": [{"name": "ctl-dummy", "sandbox": str(netns)}]}
 
 
+@pytest.mark.timing
 @pytest.mark.parametrize("form", ["helper", "direct"])
 def test_launcher_version_start_up_is_well_under_budget(dummy_launchers: dict[str, Path], tmp_path: Path,
                                                         form: str) -> None:

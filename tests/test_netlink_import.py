@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import os
 import subprocess
 import sys
@@ -54,6 +56,7 @@ def _netlink_import_microseconds(pycache: Path) -> int:
     return total
 
 
+@pytest.mark.timing
 def test_import_time_is_a_few_milliseconds(tmp_path: Path) -> None:
     _python(f"import {NETLINK_MODULES}", pycache=tmp_path)  # compile once, like an install does
     best = min(_netlink_import_microseconds(tmp_path) for _ in range(5))

@@ -413,22 +413,22 @@ class Run:
         for side in self.sides:
             for spawner in side.spawners:
                 spawner.close()
-        if self.helper is not None and self.helper.poll() is None:
-            # The helper keeps pre-forked workers; it runs in a session of its own, so its group is all of them.
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                try:
-                    os.killpg(self.helper.pid, sig)
-                    self.helper.wait(timeout=5)
-                    break
-                except (ProcessLookupError, subprocess.TimeoutExpired):
-                    continue
         if self.helper is not None:
-            try:
-                os.killpg(self.helper.pid, signal.SIGKILL)  # idle workers outlive their parent otherwise
-            except ProcessLookupError:
-                pass
+            self.stop_helper(self.helper)
         self.namespaces.delete_all()
         shutil.rmtree(self.work, ignore_errors=True)
+
+
+    @staticmethod
+    def stop_helper(helper: subprocess.Popen[bytes]) -> None:
+        """Kill the helper and its pre-forked workers (which would outlive it, waiting in accept()). It
+        runs in a session of its own, so its process group is exactly them; the group is signalled
+        before the leader is reaped, while its id cannot have been reused."""
+        try:
+            os.killpg(helper.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        helper.wait()
 
 
 def install_ours(bin_dir: str) -> None:

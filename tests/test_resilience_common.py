@@ -1,0 +1,270 @@
+"""Shared pieces of the resilience tests (this module holds no tests of its own).
+
+- :class:`Runtime` runs a conflist the way libcni does (ADD in order, each plugin getting the previous
+  result; DEL in reverse order), exec'ing the installed plugins in a node namespace.
+- :func:`node_state` is everything an attachment can leave on a node (legacy tables of both families,
+  links of the node and of the containers, the host-local store, the plugins' state directory), so a
+  test can say "exactly as before".
+- :func:`report` prints a test module's figures (kill points survived, inputs tried) in pytest's output.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import os
+import stat
+import subprocess
+from collections.abc import Iterable
+from typing import Any
+
+import pytest
+
+from tests.netenv import Node
+
+NO_HELPER = {"PYCNI_HELPER": "0"}  # the executables do the work themselves: a kill kills the plugin
+
+
+def firewall_available() -> bool:
+    """Whether the firewall plugin is importable and complete (``PYCNI_TEST_FIREWALL=0`` leaves it out)."""
+    if os.environ.get("PYCNI_TEST_FIREWALL") == "0":
+        return False
+    try:
+        return hasattr(importlib.import_module("firewall.plugin"), "PLUGIN")
+    except Exception:  # noqa: BLE001 - half-written module: leave it out
+        return False
+
+
+def touch_tables(node: Node) -> None:
+    """Load nat and filter in both families, as on any real node, so 'before' shows them too."""
+    for tool in ("iptables-legacy", "ip6tables-legacy"):
+        for table in ("nat", "filter"):
+            node.exec(tool, "-t", table, "-S")
+
+
+def run_plugin(node: Node, plugin: str, command: str, conf: dict[str, Any], ctr: str, *,
+               env_extra: dict[str, str] | None = None, prefix: tuple[str, ...] = (), umask: int = -1,
+               cwd: str | None = None, timeout: float = 60) -> tuple[Any, int, str]:
+    """Exec one installed plugin in the node namespace, as :meth:`Node.run_plugin` does, with extras."""
+    env = node.plugin_env(command, ctr)
+    env.update(NO_HELPER)
+    env.update(env_extra or {})
+    proc = subprocess.run(["ip", "netns", "exec", node.ns, *prefix, os.path.join(node.bin_dir, plugin)],
+                          input=json.dumps(conf).encode(), capture_output=True, env=env, umask=umask, cwd=cwd,
+                          timeout=timeout, check=False)
+    out = json.loads(proc.stdout) if proc.stdout.strip() else None
+    return out, proc.returncode, proc.stderr.decode(errors="replace")
+
+
+class Runtime:
+    """One conflist: bridge (host-local in-process), portmap, and firewall when it exists."""
+
+    def __init__(self, node: Node, network: str, mappings: list[dict[str, Any]], firewall: bool,
+                 subnet: str = "10.88.0.0/16") -> None:
+        self.node = node
+        self.network = network
+        self.mappings = mappings
+        bridge = {"cniVersion": "1.0.0", "name": network, "type": "bridge", "bridge": "cni0",
+                  "isGateway": True, "ipMasq": True, "hairpinMode": True, "stateDir": node.state_dir,
+                  "ipam": {"type": "host-local", "dataDir": node.data_dir, "ranges": [[{"subnet": subnet}]],
+                           "routes": [{"dst": "0.0.0.0/0"}]}}
+        portmap = {"cniVersion": "1.0.0", "name": network, "type": "portmap",
+                   "capabilities": {"portMappings": True}, "stateDir": node.state_dir}
+        self.steps: list[tuple[str, dict[str, Any]]] = [("bridge", bridge), ("portmap", portmap)]
+        # What ``run`` puts in front of a plugin's executable (e.g. strace), per plugin, and its umask.
+        self.prefix: dict[str, tuple[str, ...]] = {}
+        self.umask = -1
+        if firewall:
+            self.steps.append(("firewall", {"cniVersion": "1.0.0", "name": network, "type": "firewall",
+                                            "stateDir": node.state_dir}))
+
+    @property
+    def plugins(self) -> list[str]:
+        return [plugin for plugin, _ in self.steps]
+
+    def conf(self, plugin: str, prev: dict[str, Any] | None, mappings: bool) -> dict[str, Any]:
+        conf = dict(dict(self.steps)[plugin])
+        if mappings and plugin == "portmap":
+            conf["runtimeConfig"] = {"portMappings": self.mappings}
+        if prev is not None:
+            conf["prevResult"] = prev
+        return conf
+
+    def run(self, plugin: str, command: str, conf: dict[str, Any], ctr: str,
+            kill_at: str | None = None, env_extra: dict[str, str] | None = None) -> tuple[Any, int, str]:
+        env = dict(NO_HELPER, **(env_extra or {}))
+        if kill_at:
+            env["PYCNI_KILL_AT"] = kill_at
+        return run_plugin(self.node, plugin, command, conf, ctr, env_extra=env, prefix=self.prefix.get(plugin, ()),
+                          umask=self.umask)
+
+
+    def add(self, ctr: str, kill: tuple[str, str] | None = None, start: str | None = None,
+            prev: dict[str, Any] | None = None) -> AddRun:
+        """ADD through the chain (from plugin ``start``, given ``prev``); ``kill`` = (plugin, fault point)."""
+        run = AddRun(prev)
+        started = start is None
+        for plugin, _ in self.steps:
+            started = started or plugin == start
+            if not started:
+                continue
+            kill_at = kill[1] if kill and kill[0] == plugin else None
+            out, rc, err = self.run(plugin, "ADD", self.conf(plugin, run.last, mappings=True), ctr, kill_at)
+            if rc != 0:
+                run.failed, run.rc, run.error, run.stderr = plugin, rc, out, err
+                return run
+            run.results[plugin] = out
+            run.last = out
+        return run
+
+    def delete(self, ctr: str, prev: dict[str, Any] | None = None, mappings: bool = False,
+               kill: tuple[str, str] | None = None, env_extra: dict[str, str] | None = None) -> list[str]:
+        """DEL in reverse order; every plugin must succeed with empty stdout. Returns their stderr."""
+        errors = []
+        for plugin in reversed(self.plugins):
+            kill_at = kill[1] if kill and kill[0] == plugin else None
+            out, rc, err = self.run(plugin, "DEL", self.conf(plugin, prev, mappings), ctr, kill_at, env_extra)
+            if kill_at:
+                assert rc == -9, f"{plugin} DEL did not reach {kill_at}: rc={rc} {out} {err}"
+                return errors
+            assert rc == 0 and out is None, f"{plugin} DEL failed: rc={rc} {out} {err}"
+            errors.append(err)
+        return errors
+
+
+class AddRun:
+    """What one pass of ADD through the chain produced."""
+
+    def __init__(self, prev: dict[str, Any] | None) -> None:
+        self.results: dict[str, dict[str, Any]] = {}
+        self.last = prev  # the newest result: what the next plugin gets as prevResult
+        self.failed: str | None = None
+        self.rc = 0
+        self.error: Any = None
+        self.stderr = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.failed is None
+
+
+def tree(root: str, skip: Iterable[str] = ()) -> dict[str, Any]:
+    """Every entry under ``root`` (no symlink followed): kind, mode and file contents."""
+    skipped = set(skip)
+    out: dict[str, Any] = {}
+    if not os.path.lexists(root):
+        return out
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in sorted(dirnames + filenames):
+            path = os.path.join(dirpath, name)
+            rel = os.path.relpath(path, root)
+            if name in skipped or any(name.startswith(p) for p in skipped if p.endswith(".")):
+                continue
+            st = os.lstat(path)
+            mode = stat.S_IMODE(st.st_mode)
+            if stat.S_ISLNK(st.st_mode):
+                out[rel] = ("link", os.readlink(path))
+            elif stat.S_ISDIR(st.st_mode):
+                out[rel] = ("dir", oct(mode))
+            elif stat.S_ISREG(st.st_mode):
+                with open(path, "rb") as f:
+                    out[rel] = ("file", oct(mode), f.read())
+            else:
+                out[rel] = ("other", oct(mode))
+    return out
+
+
+# The host-local round-robin cursors and its lock file are kept on purpose, like the reference's:
+# they are not part of any attachment.
+STORE_KEPT = ("lock", "last_reserved_ip.")
+
+
+def container_links(ns: str) -> list[str]:
+    from tests.netenv import ns_exec  # noqa: PLC0415
+
+    proc = ns_exec(ns, "ip", "-j", "link", "show", check=False)
+    if proc.returncode != 0:
+        return ["<netns gone>"]
+    return sorted(link["ifname"] for link in json.loads(proc.stdout or b"[]"))
+
+
+def node_state(node: Node, network: str, containers: Iterable[str] = ()) -> dict[str, Any]:
+    """Everything an attachment could leave behind on the node."""
+    return {
+        "v4": node.save(4),
+        "v6": node.save(6),
+        "links": node.links(),
+        "containers": {ns: container_links(ns) for ns in containers},
+        "store": tree(os.path.join(node.data_dir, network), skip=STORE_KEPT),
+        "state": tree(node.state_dir),
+    }
+
+
+def state_diff(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """What changed between two :func:`node_state` snapshots, line by line (for assertion messages)."""
+    out = []
+    for key in sorted(set(before) | set(now)):
+        old, new = before.get(key), now.get(key)
+        if old == new:
+            continue
+        if isinstance(old, str) and isinstance(new, str):
+            old_lines, new_lines = set(old.splitlines()), set(new.splitlines())
+            out += [f"{key} - {line}" for line in old.splitlines() if line not in new_lines]
+            out += [f"{key} + {line}" for line in new.splitlines() if line not in old_lines]
+        elif isinstance(old, dict) and isinstance(new, dict):
+            for sub in sorted(set(old) | set(new)):
+                if old.get(sub) != new.get(sub):
+                    out.append(f"{key}[{sub}]: {old.get(sub)!r} -> {new.get(sub)!r}")
+        else:
+            out.append(f"{key}: {old!r} -> {new!r}")
+    return out
+
+
+def assert_same(before: dict[str, Any], now: dict[str, Any]) -> None:
+    diff = state_diff(before, now)
+    assert not diff, "node changed:\n" + "\n".join(diff)
+
+
+def duplicate_rules(save: str) -> list[str]:
+    """Rule lines that appear more than once in iptables-save output."""
+    seen: set[str] = set()
+    dups = []
+    for line in save.splitlines():
+        if line.startswith("-A "):
+            if line in seen:
+                dups.append(line)
+            seen.add(line)
+    return dups
+
+
+def assert_one_attachment(node: Node, before: dict[str, Any], now: dict[str, Any], ctr: str) -> None:
+    """After a successful ADD: exactly one veth, one reservation, no rule twice."""
+    assert duplicate_rules(now["v4"]) == [] and duplicate_rules(now["v6"]) == []
+    new_links = sorted(set(now["links"]) - set(before["links"]))
+    assert len(new_links) == 1 and new_links[0].startswith("veth"), new_links
+    assert set(before["links"]) <= set(now["links"])
+    assert now["containers"][ctr] == ["eth0", "lo"]
+    new_reservations = [k for k in now["store"] if k not in before["store"]]
+    assert len(new_reservations) == 1, new_reservations
+    holder = now["store"][new_reservations[0]][2]
+    assert holder == f"{ctr}\r\neth0".encode(), holder
+
+
+def well_formed_error(out: Any, codes: Iterable[int]) -> bool:
+    return (isinstance(out, dict) and isinstance(out.get("code"), int) and out["code"] in set(codes)
+            and isinstance(out.get("msg"), str) and "Traceback" not in json.dumps(out))
+
+
+def report(config: pytest.Config, title: str, lines: Iterable[str]) -> None:
+    """Print the module's figures in pytest's terminal output (they show without -s)."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    lines = list(lines)
+    if reporter is None:
+        print(title, *lines, sep="\n")
+        return
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
+        reporter.write_line("")
+        reporter.write_line(f"== {title}")
+        for line in lines:
+            reporter.write_line(f"   {line}")

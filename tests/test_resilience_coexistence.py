@@ -44,6 +44,7 @@ import pytest
 
 from tests.netenv import PYTHON, REPO, Node, node_env
 from tests.test_resilience_common import report, touch_tables
+from tests.test_resilience_support import listeners  # noqa: F401 - a shared fixture
 from tests.test_resilience_support import (
     CHAIN_NOTE,
     Cnictl,
@@ -412,15 +413,6 @@ def node() -> Iterator[Node]:
         touch_tables(n)
         install_conflist(n, full_chain(n, NETWORK, BRIDGE, SUBNET))
         yield n
-
-
-@pytest.fixture
-def listeners() -> Iterator[Listeners]:
-    servers = Listeners()
-    try:
-        yield servers
-    finally:
-        servers.close_all()
 
 
 @pytest.mark.root

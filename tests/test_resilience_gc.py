@@ -36,6 +36,7 @@ from bridge.ipmasq import chain_name as masq_chain
 from portmap.names import dnat_chain
 from tests.netenv import Node, node_env, wait_for
 from tests.test_resilience_common import STORE_KEPT, report, touch_tables, tree
+from tests.test_resilience_support import listeners  # noqa: F401 - a shared fixture
 from tests.test_resilience_support import (
     CHAIN_NOTE,
     LEGACY_TABLES,
@@ -80,15 +81,6 @@ def node() -> Iterator[Node]:
         touch_tables(n)
         install_conflist(n, conflist(n))
         yield n
-
-
-@pytest.fixture
-def listeners() -> Iterator[Listeners]:
-    servers = Listeners()
-    try:
-        yield servers
-    finally:
-        servers.close_all()
 
 
 def conflist(node: Node) -> dict[str, Any]:

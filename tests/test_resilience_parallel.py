@@ -27,6 +27,7 @@ from cni.records import Attachment, RecordStore
 
 from tests.netenv import Node, node_env
 from tests.test_resilience_common import report, touch_tables
+from tests.test_resilience_support import listeners  # noqa: F401 - a shared fixture
 from tests.test_resilience_support import (
     CHAIN_NOTE,
     Cnictl,
@@ -64,15 +65,6 @@ def node() -> Iterator[Node]:
         touch_tables(n)
         install_conflist(n, full_chain(n, NETWORK, BRIDGE, SUBNET))
         yield n
-
-
-@pytest.fixture
-def listeners() -> Iterator[Listeners]:
-    servers = Listeners()
-    try:
-        yield servers
-    finally:
-        servers.close_all()
 
 
 def containers_listening(node: Node, listeners: Listeners, prefix: str, first_port: int) -> list[Container]:

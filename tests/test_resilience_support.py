@@ -16,6 +16,8 @@
 """
 from __future__ import annotations
 
+import pytest
+
 import difflib
 import json
 import os
@@ -23,7 +25,7 @@ import selectors
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -398,3 +400,13 @@ def lifecycle(node: Node, runtime: Cnictl, ctr: Container) -> str:
     runtime.delete(ctr)
     refused_from_outside(node, ctr)
     return address
+
+
+@pytest.fixture
+# Shared by the resilience modules (imported there): every listener is closed, whatever the test did.
+def listeners() -> Iterator[Listeners]:
+    servers = Listeners()
+    try:
+        yield servers
+    finally:
+        servers.close_all()

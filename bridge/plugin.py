@@ -7,7 +7,6 @@ then), and a failed ADD undoes everything it did (the reference leaves the veth 
 """
 from __future__ import annotations
 
-import ipaddress
 import sys
 
 from cni import args as cni_args
@@ -18,6 +17,7 @@ from cni.records import Attachment, RecordStore, state_dir
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from bridge.config import BridgeConf
@@ -49,6 +49,8 @@ def _bridge_name(config: dict[str, Any]) -> str:
 
 
 def cmd_add(req: Request) -> dict[str, Any]:
+    import ipaddress  # noqa: PLC0415 - ~5 ms to import; VERSION must not pay for it
+
     from bridge import config, ipmasq, links  # noqa: PLC0415 - only ADD/DEL/CHECK pay for these
     from cni import invoke  # noqa: PLC0415
     from netlink import netns  # noqa: PLC0415
@@ -129,6 +131,8 @@ def cmd_add(req: Request) -> dict[str, Any]:
 
 def _complete_ips(ips: list[dict[str, Any]], conf: BridgeConf) -> None:
     """Point every IP at the container interface (index 2); default gateways to the subnet's first host."""
+    import ipaddress  # noqa: PLC0415 - ~5 ms to import; VERSION must not pay for it
+
     for ip in ips:
         ip["interface"] = 2
         if conf.isGateway and not ip.get("gateway"):
@@ -137,6 +141,8 @@ def _complete_ips(ips: list[dict[str, Any]], conf: BridgeConf) -> None:
 
 
 def _routes_with_defaults(routes: list[dict[str, Any]], ips: list[dict[str, Any]], conf: BridgeConf) -> list[dict[str, Any]]:
+    import ipaddress  # noqa: PLC0415 - ~5 ms to import; VERSION must not pay for it
+
     routes = [dict(r) for r in routes]
     if not conf.isDefaultGateway:
         return routes
@@ -174,36 +180,78 @@ def _undo_add(req: Request, ipam: str, store: RecordStore, att: Attachment, prev
         print(f"bridge: cleanup after failed ADD incomplete: {exc}", file=sys.stderr)
 
 
-def _teardown(req: Request, record: dict[str, Any], ipam: str, container_link: bool = True) -> None:
+def _teardown(req: Request, record: dict[str, Any] | None, ipam: str, container_link: bool = True) -> None:
+    """Remove what the attachment owns. ``record`` None means "known to own nothing in the tables"
+    (no record while the store keeps records); ``{}`` means "unknown" (a lost or corrupt record).
+
+    The container's interface is deleted on a thread of its own: the kernel unregisters a veth
+    synchronously in the RTM_DELLINK call (tens of milliseconds waiting for RCU grace periods,
+    without the GIL), which needs nothing the rest of the teardown touches.
+    """
+    import ipaddress  # noqa: PLC0415 - ~5 ms to import; VERSION must not pay for it
+
     from bridge import ipmasq, links  # noqa: PLC0415
     from cni import invoke  # noqa: PLC0415
     from netlink.rtnl import Netlink  # noqa: PLC0415
 
-    if container_link:
-        links.delete_container_link(req.netns, req.ifname)
+    known = record or {}
+    link_deletion = _in_background(links.delete_container_link, req.netns, req.ifname) if container_link else None
+    try:
+        if ipam:
+            invoke.delegate(req, ipam, "DEL")
+            faults.point("bridge.del.after-ipam")
+        if known.get("spoofcheck"):
+            from bridge import spoofcheck  # noqa: PLC0415
+
+            spoofcheck.teardown(req.network, req.container_id, req.ifname)
+        # By chain name alone: needs neither the netns nor the container's addresses. With a record,
+        # only the families it says were set up; without one that can be trusted, both are swept.
+        if record is not None and known.get("ipMasq", True):
+            recorded = [ipaddress.ip_interface(ip).version for ip in known.get("ips") or []]
+            ipmasq.teardown(req.network, req.container_id, tuple(sorted(set(recorded))) if known else (4, 6))
+    finally:
+        if link_deletion is not None:
+            link_deletion()  # waits; raises what the deletion raised
     faults.point("bridge.del.after-link")
-    host_veth = record.get("hostVeth")
+    host_veth = known.get("hostVeth")
     if isinstance(host_veth, str) and host_veth:
         with Netlink.open() as nl:
-            links.delete_host_veth(nl, host_veth, str(record.get("bridge") or _bridge_name(req.config)))
-    if ipam:
-        invoke.delegate(req, ipam, "DEL")
-        faults.point("bridge.del.after-ipam")
-    if record.get("spoofcheck"):
-        from bridge import spoofcheck  # noqa: PLC0415
+            links.delete_host_veth(nl, host_veth, str(known.get("bridge") or _bridge_name(req.config)))
 
-        spoofcheck.teardown(req.network, req.container_id, req.ifname)
-    # By chain name alone: needs neither the netns nor the container's addresses. Without a record
-    # (or with a corrupt one) both families are swept; with one, only what it says it set up.
-    if record.get("ipMasq", True):
-        recorded = [ipaddress.ip_interface(ip).version for ip in record.get("ips") or []]
-        ipmasq.teardown(req.network, req.container_id, tuple(sorted(set(recorded))) if record else (4, 6))
+
+def _in_background(fn: Callable[..., object], *args: object) -> Callable[[], None]:
+    """Start ``fn(*args)`` on a thread; the returned function waits for it and re-raises its error."""
+    import _thread  # noqa: PLC0415 - the builtin: threading costs an import for nothing here
+
+    done = _thread.allocate_lock()
+    done.acquire()
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+            failure.append(exc)
+        finally:
+            done.release()
+
+    _thread.start_new_thread(run, ())
+
+    def wait() -> None:
+        done.acquire()
+        if failure:
+            raise failure[0]
+
+    return wait
 
 
 def cmd_del(req: Request) -> None:
     store, att = _store(req), _attachment(req)
+    record: dict[str, Any] | None
     try:
-        record = store.load(att) or {}
+        record = store.load(att)
+        if record is None and not store.keeps_records():
+            record = {}  # no state directory at all (lost, or a fresh node): sweep by name
     except CNIError as err:  # a corrupt record must not make DEL fail: tear down by name instead
         print(f"bridge: {err}; tearing down without it", file=sys.stderr)
         record = {}

@@ -7,7 +7,6 @@ point costs one dictionary lookup.
 from __future__ import annotations
 
 import os
-import signal
 
 ENV = "PYCNI_KILL_AT"
 
@@ -36,4 +35,4 @@ POINTS = (
 
 def point(name: str) -> None:
     if os.environ.get(ENV) == name:
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), 9)  # SIGKILL; the signal module costs ~5 ms (enum) to import

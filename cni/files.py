@@ -1,10 +1,8 @@
 """Small file primitives shared by every on-disk store: atomic writes and flock-held locks."""
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
-from collections.abc import Iterator
 
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
@@ -91,12 +89,28 @@ def open_dir_below(root: str, parts: list[str] | tuple[str, ...], create: bool =
     return fd
 
 
-@contextlib.contextmanager
-def flocked(path: str) -> Iterator[int]:
-    """Hold an exclusive flock on ``path`` (created if missing, never through a symlink) for the block."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield fd
-    finally:
+class flocked:  # noqa: N801 - used like the function it replaces: ``with flocked(path) as fd``
+    """Hold an exclusive flock on ``path`` (created if missing, never through a symlink) for the block.
+
+    A class rather than ``contextlib.contextmanager``: contextlib costs every plugin exec ~2 ms.
+    """
+
+    __slots__ = ("path", "fd")
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fd = -1
+
+    def __enter__(self) -> int:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+        self.fd = fd
+        return fd
+
+    def __exit__(self, *exc_info: object) -> None:
+        fd, self.fd = self.fd, -1
         os.close(fd)  # closing releases the lock

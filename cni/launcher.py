@@ -3,18 +3,17 @@
 A runtime execs a plugin per container and waits for it; most of a Python plugin's time would be
 spent importing its libraries. When the optional resident helper (``cnictl helper``) is running,
 the executable only forwards its environment, stdin, stderr and namespaces over a unix socket and
-relays the answer: the helper forks a warm child that runs the very same ``skel.execute`` inside
-the caller's network and mount namespaces. When there is no helper (or ``PYCNI_HELPER=0``), the
+relays the answer: a warm worker of the helper runs the very same ``skel.execute`` inside the
+caller's network and mount namespaces. When there is no helper (or ``PYCNI_HELPER=0``), the
 executable runs the plugin itself. Either way the observable behaviour is identical.
 
-Only builtin modules are imported before the decision: the client path must stay cheap.
+Every exec pays for this module before anything else, so it imports only modules built into the
+interpreter (``posix``, ``_socket``, ``sys``: no file is opened to import them) and works on the
+raw bytes of the environment and of stdin/stdout.
 """
-from __future__ import annotations
-
-import os
-import sys
-
 import _socket
+import posix
+import sys
 
 DEFAULT_SOCKET = "/run/pycni/helper.sock"
 SOCKET_ENV = "PYCNI_HELPER_SOCKET"
@@ -25,15 +24,15 @@ HELPER_DIED = (b'{"cniVersion": "1.1.0", "code": 11, "msg": "the plugin helper e
                b'try again later"}\n')
 
 
-def encode_request(entry: str, env: dict[str, str], stdin: bytes) -> bytes:
+def encode_request(entry: str, env: "dict[bytes, bytes]", stdin: bytes) -> bytes:
     """entry NUL, env as K=V NUL-separated, an empty field, then stdin; length-prefixed."""
     head = [entry.encode()]
-    head += [f"{k}={v}".encode(errors="surrogateescape") for k, v in env.items() if "\0" not in k + v]
+    head += [key + b"=" + value for key, value in env.items() if b"\0" not in key + value]
     body = b"\0".join(head) + b"\0\0" + stdin
     return len(body).to_bytes(8, "big") + body
 
 
-def decode_request(body: bytes) -> tuple[str, dict[str, str], bytes]:
+def decode_request(body: bytes) -> "tuple[str, dict[str, str], bytes]":
     head, _, stdin = body.partition(b"\0\0")
     fields = head.split(b"\0")
     env = {}
@@ -43,7 +42,7 @@ def decode_request(body: bytes) -> tuple[str, dict[str, str], bytes]:
     return fields[0].decode(), env, stdin
 
 
-def _recv_exact(sock: _socket.socket, size: int) -> bytes:
+def _recv_exact(sock: "_socket.socket", size: int) -> bytes:
     chunks = []
     while size:
         chunk = sock.recv(min(size, 1 << 20))
@@ -54,23 +53,40 @@ def _recv_exact(sock: _socket.socket, size: int) -> bytes:
     return b"".join(chunks)
 
 
-def _via_helper(entry: str, stdin: bytes) -> tuple[bytes, int] | None:
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while True:
+        chunk = posix.read(fd, 1 << 20)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[posix.write(fd, view):]
+
+
+def _via_helper(entry: str, stdin: bytes) -> "tuple[bytes, int] | None":
     """(stdout, exit code) from the helper, or None when no helper is listening."""
-    path = os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET
+    environ = posix.environ  # bytes keys and values, exactly what the runtime passed
+    path = environ.get(SOCKET_ENV.encode()) or DEFAULT_SOCKET.encode()
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         try:
             sock.connect(path)
         except OSError:
             return None  # no helper: do the work here
-        fds = [os.open("/proc/thread-self/ns/net", os.O_RDONLY), os.open("/proc/thread-self/ns/mnt", os.O_RDONLY)]
+        fds = [posix.open("/proc/thread-self/ns/net", posix.O_RDONLY),
+               posix.open("/proc/thread-self/ns/mnt", posix.O_RDONLY)]
         try:
-            payload = encode_request(entry, dict(os.environ), stdin)
+            payload = encode_request(entry, environ, stdin)
             fd_bytes = b"".join(fd.to_bytes(4, sys.byteorder, signed=True) for fd in (*fds, 2))
             sock.sendmsg([payload], [(SOL_SOCKET, SCM_RIGHTS, fd_bytes)])
         finally:
             for fd in fds:
-                os.close(fd)
+                posix.close(fd)
         try:
             size = int.from_bytes(_recv_exact(sock, 8), "big")
             code = int.from_bytes(_recv_exact(sock, 1), "big")
@@ -82,17 +98,22 @@ def _via_helper(entry: str, stdin: bytes) -> tuple[bytes, int] | None:
 
 
 def main(entry: str) -> None:
-    command = os.environ.get("CNI_COMMAND", "")
-    if command and os.environ.get(DISABLE_ENV, "1") != "0":
-        stdin = b"" if command == "VERSION" else sys.stdin.buffer.read()
+    environ = posix.environ
+    command = environ.get(b"CNI_COMMAND", b"")
+    if command and environ.get(DISABLE_ENV.encode(), b"1") != b"0":
+        stdin = b"" if command == b"VERSION" else _read_all(0)
         answer = _via_helper(entry, stdin)
         if answer is not None:
             out, code = answer
             if out:
-                sys.stdout.buffer.write(out)
-                sys.stdout.buffer.flush()
+                _write_all(1, out)
             sys.exit(code)
         sys.stdin = _Replay(stdin)  # type: ignore[assignment]  # the local run reads it again
+    run_here(entry)
+
+
+def run_here(entry: str) -> None:
+    """Run the plugin in this process, as a launcher without the helper would."""
     from importlib import import_module  # noqa: PLC0415
 
     from cni import skel  # noqa: PLC0415

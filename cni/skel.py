@@ -12,7 +12,6 @@ to it, or by a resident helper) with behaviour identical to the executable.
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 TYPE_CHECKING = False  # typing itself costs ~2 ms to import; annotations are strings here
@@ -125,7 +124,7 @@ def execute(plugin: Plugin, env: Mapping[str, str], stdin: bytes) -> tuple[bytes
     try:
         command = env.get("CNI_COMMAND", "")
         if command == "VERSION":
-            return _json({"cniVersion": versions.CURRENT, "supportedVersions": list(plugin.versions)}), 0
+            return _version_answer(plugin), 0
         request = _build_request(plugin, command, env, stdin)
         cni_version = request.cni_version
         output = _dispatch(plugin, request)
@@ -158,7 +157,16 @@ def run(plugin: Plugin) -> None:
     sys.exit(code)
 
 
+def _version_answer(plugin: Plugin) -> bytes:
+    """VERSION's answer, byte for byte what ``_json`` prints, without importing json (~8 ms with re)."""
+    listed = ",\n".join(f'        "{v}"' for v in plugin.versions)
+    return (f'{{\n    "cniVersion": "{versions.CURRENT}",\n    "supportedVersions": [\n{listed}\n    ]\n}}\n'
+            .encode())
+
+
 def _json(obj: object) -> bytes:
+    import json  # noqa: PLC0415 - VERSION gets by without it
+
     # allow_nan=False: NaN and Infinity are not JSON; a runtime could not parse a result carrying them.
     return json.dumps(obj, indent=4, allow_nan=False).encode() + b"\n"
 
@@ -209,6 +217,8 @@ def _build_request(plugin: Plugin, command: str, env: Mapping[str, str], stdin: 
 
 
 def _decode_config(stdin: bytes) -> dict[str, Any]:
+    import json  # noqa: PLC0415
+
     try:
         config = json.loads(stdin or b"", parse_constant=_not_json)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: absurdly deep nesting

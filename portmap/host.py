@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import sys
 
 CONNTRACK_TIMEOUT = 5.0
@@ -35,6 +33,9 @@ def flush_udp_conntrack(family: int, host_ports: list[int]) -> None:
     container that is gone). Failures are logged, never fatal, as in the reference."""
     if not host_ports:
         return
+    import shutil  # noqa: PLC0415 - only UDP mappings need them; subprocess costs ~2 ms to import
+    import subprocess  # noqa: PLC0415
+
     tool = shutil.which("conntrack", path=os.environ.get("PATH") or "/usr/sbin:/usr/bin:/sbin:/bin")
     if tool is None:
         print("portmap: conntrack tool not found; stale UDP flows are not flushed", file=sys.stderr)

@@ -92,17 +92,19 @@ def _undo(req: Request, store: RecordStore, att: Attachment, families: list[int]
         print(f"portmap: cleanup after failed ADD incomplete: {exc}", file=sys.stderr)
 
 
-def _families_to_remove(req: Request, record: dict[str, Any] | None) -> list[int]:
+def _families_to_remove(req: Request, record: dict[str, Any] | None, store: RecordStore) -> list[int]:
     if record is not None:
         return [int(f) for f in record.get("families", []) if int(f) in (4, 6)]
-    # No record: nothing of ours was ever committed for it, unless the state directory was lost.
-    # When the runtime still names mappings, sweep by chain name like the reference does.
+    if store.keeps_records():
+        return []  # no record: nothing of ours was ever committed for it (a repeated DEL lands here)
+    # The state directory was lost (or this node never had one): when the runtime still names
+    # mappings, sweep by chain name like the reference does.
     mappings = req.runtime_config.get("portMappings")
     return [4, 6] if mappings else []
 
 
 def cmd_del(req: Request) -> None:
-    from portmap import apply, claims, host  # noqa: PLC0415
+    from portmap import claims  # noqa: PLC0415
 
     store, att = _store(req), Attachment(req.network, req.container_id, req.ifname)
     record: dict[str, Any] | None
@@ -112,7 +114,9 @@ def cmd_del(req: Request) -> None:
         print(f"portmap: {err}; removing by chain name in both families", file=sys.stderr)
         record = {"families": [4, 6]}
         claims.release_all(state_dir(req.config), att)  # the record no longer says which ports it held
-    for family in _families_to_remove(req, record):
+    for family in _families_to_remove(req, record, store):
+        from portmap import apply, host  # noqa: PLC0415 - not needed when there is nothing to remove
+
         apply.unforward(req.network, req.container_id, family)
         udp = (record or {}).get("udpPorts", {}).get(str(family), [])
         host.flush_udp_conntrack(family, [int(p) for p in udp])

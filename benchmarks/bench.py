@@ -445,7 +445,8 @@ def start_helper(run: Run, node_path: str) -> str | None:
     with netns.enter(node_path), open(log_path, "wb") as helper_log:
         run.helper = subprocess.Popen([sys.executable, "-m", "cni.helper", "--socket", socket_path], cwd=REPO,
                                       stdout=subprocess.DEVNULL, stderr=helper_log, start_new_session=True,
-                                      env=dict(os.environ, PYTHONPATH=REPO))
+                                      env=dict(os.environ, PYTHONPATH=REPO,
+                                               PYCNI_HELPER_RSS_LOG=worker_rss_log(run)))
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and run.helper.poll() is None:
         if os.path.exists(socket_path):
@@ -503,6 +504,35 @@ def set_up(run: Run, chain: list[str], ours_only: bool, use_helper: bool, jobs: 
         ours.env_timed = dict(ours_env, PYCNI_HELPER="0")
 
 
+def worker_rss_log(run: Run) -> str:
+    """Where the helper's workers note their peak RSS after each call (see cni.helper)."""
+    return os.path.join(run.work, "worker-rss.log")
+
+
+def worker_peak_rss_mib(run: Run, since: int) -> dict[str, float]:
+    """The largest peak RSS per plugin among the workers' calls logged after byte ``since``."""
+    peaks: dict[str, float] = {}
+    try:
+        with open(worker_rss_log(run), "rb") as f:
+            f.seek(since)
+            lines = f.read().decode(errors="replace").splitlines()
+    except FileNotFoundError:
+        return peaks
+    for line in lines:
+        fields = line.split()
+        if len(fields) == 3 and fields[2].isdigit():
+            mib = round(int(fields[2]) / 1024, 1)
+            peaks[fields[0]] = max(peaks.get(fields[0], 0.0), mib)
+    return peaks
+
+
+def log_size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
 def peak_rss_of(pid: int) -> float | None:
     """VmHWM of a live process in MiB (for the helper, whose calls run in workers we cannot wait4 on)."""
     try:
@@ -536,6 +566,7 @@ def benchmark(size: int, cycles: int, chain: list[str], ours_only: bool, use_hel
             del side.spawners[1:]
             verify_node(side, size, "after preloading")
         log(f"measuring {cycles} cycles")
+        timed_from = log_size(worker_rss_log(run))  # the workers' RSS of the timed cycles only
         results = measure(run.sides, run.namespaces, cycles)
         for side in run.sides:
             verify_node(side, size, "after the cycles")  # every DEL removed what its ADD made
@@ -545,6 +576,7 @@ def benchmark(size: int, cycles: int, chain: list[str], ours_only: bool, use_hel
         summary["xtables_lock"] = "shared" if shared_lock else "private"
         if use_helper and run.helper is not None:
             summary["helper_rss_mib"] = peak_rss_of(run.helper.pid)
+            summary["worker_rss_mib"] = worker_peak_rss_mib(run, timed_from)
         return summary
     finally:
         stop.set()

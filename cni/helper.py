@@ -32,6 +32,9 @@ CLONE_NEWNET = 0x40000000
 MAX_REQUEST = 64 << 20
 IDLE_WORKERS = 4  # forked ahead of time, each serving exactly one call
 PROFILE_DIR = os.environ.get("PYCNI_HELPER_PROFILE", "")  # the helper's own environment, not a caller's
+# PYCNI_HELPER_RSS_LOG=<file>: each worker appends "<plugin> <command> <peak RSS KiB>" after its call
+# (a worker is reaped by the kernel, so nobody can wait4 for its usage; the benchmark reads this).
+RSS_LOG = os.environ.get("PYCNI_HELPER_RSS_LOG", "")
 
 
 def _load(entry: str) -> object:
@@ -195,12 +198,25 @@ def _handle(conn: socket.socket, plugins: dict[str, object]) -> int:
 
         out, code = _execute(skel, plugin, env, stdin)
         conn.sendall(len(out).to_bytes(8, "big") + bytes([code & 0xFF]) + out)
+        if RSS_LOG:
+            _log_peak_rss(getattr(plugin, "name", entry), env.get("CNI_COMMAND", ""))
         return 0
     except Exception as exc:  # noqa: BLE001 - the caller then sees "helper ended before answering"
         print(f"helper: call failed: {exc}", file=sys.stderr)
         return 1
     finally:
         conn.close()
+
+
+def _log_peak_rss(plugin_name: str, command: str) -> None:
+    import resource  # noqa: PLC0415
+
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    fd = os.open(RSS_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, f"{plugin_name} {command} {peak_kib}\n".encode())
+    finally:
+        os.close(fd)
 
 
 def _execute(skel: object, plugin: object, env: dict[str, str], stdin: bytes) -> tuple[bytes, int]:

@@ -17,6 +17,7 @@ from errno import EINTR, EMSGSIZE, ENODEV
 # ``_socket`` is the C half of ``socket``; the Python wrapper costs ~6 ms to import
 # (enum, selectors) and adds nothing a netlink socket needs.
 import _socket
+import sys
 
 from netlink import constants as c
 from netlink import wire
@@ -377,7 +378,14 @@ class Netlink:
     def addrs(self, index: int | None = None, family: int | None = None) -> list[Addr]:
         """Addresses, optionally only those of link ``index`` and/or of ``family`` (AF_INET/AF_INET6)."""
         body = IFADDRMSG.pack(family or c.AF_UNSPEC, 0, 0, 0, 0)
-        found = [decode_addr(reply) for reply in self._dump(c.RTM_GETADDR, body, "list addresses")]
+        replies = self._dump(c.RTM_GETADDR, body, "list addresses")
+        if index is not None:
+            # The kernel dumps every address of the namespace (one link-local per veth: thousands on
+            # a busy node); only those of the wanted link are decoded. ifaddrmsg: family, prefixlen,
+            # flags, scope (one byte each), then the link index.
+            wanted = index.to_bytes(4, sys.byteorder)
+            replies = [reply for reply in replies if reply[4:8] == wanted]
+        found = [decode_addr(reply) for reply in replies]
         return [
             a for a in found if (index is None or a.index == index) and (family is None or a.family == family)
         ]

@@ -73,9 +73,22 @@ class OwnedChain(Record):
         self._check_table(tx)
         changed = tx.ensure_chain(self.name)
         changed |= self._ensure_body(tx)
+        if self._jumps_already_right(tx):
+            return changed
         for chain in self.entry_chains:
             changed |= self._ensure_jumps(tx, chain)
         return changed
+
+    def _jumps_already_right(self, tx: Tx) -> bool:
+        """Whether the wanted jumps are all there (and, for an exclusive chain, nothing else jumps to
+        it), decided by libiptc in C: the entry chains can hold a jump for every container on the
+        node, and walking them in Python is what a busy node cannot afford on every ADD."""
+        wanted = self.jump_rules()
+        if len(set(wanted)) != len(wanted) or not all(tx.has_chain(chain) for chain in self.entry_chains):
+            return False  # the careful path handles duplicates and reports a missing entry chain
+        if self.exclusive and tx.references(self.name) != len(wanted):
+            return False
+        return all(tx.has_rule(rule) for rule in wanted)
 
     def _ensure_body(self, tx: Tx) -> bool:
         current = tx.chain_rules(self.name)
@@ -90,7 +103,8 @@ class OwnedChain(Record):
     def _ensure_jumps(self, tx: Tx, chain: str) -> bool:
         if not tx.has_chain(chain):
             raise ChainsError(f"entry chain {chain} of {self.name} not found in table {self.table}")
-        present = tx.rules_numbered(chain, tx.find_jumps(chain, self.name))
+        # Nothing jumps to a chain nobody references (a new one): no need to walk the entry chain.
+        present = tx.rules_numbered(chain, tx.find_jumps(chain, self.name)) if tx.references(self.name) else {}
         wanted = self.jump_rules(chain)
         unmatched = list(wanted)
         stale = []

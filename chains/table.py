@@ -69,7 +69,7 @@ class Tx:
     def flush(self, name: str) -> None:
         """Remove every rule of chain ``name`` (which must exist)."""
         self._require_chain(name)
-        if self.rule_count(name):
+        if not self.is_empty(name):
             self._handle.flush(name)
             self.changed = True
 
@@ -105,6 +105,11 @@ class Tx:
     def rule_count(self, chain: str) -> int:
         self._require_chain(chain)
         return sum(1 for _ in self._handle.entries(chain))
+
+    def is_empty(self, chain: str) -> bool:
+        """Whether ``chain`` has no rules (without counting a long chain's rules one by one)."""
+        self._require_chain(chain)
+        return next(iter(self._handle.entries(chain)), None) is None
 
     def chain_rules(self, chain: str) -> list[Rule]:
         """The rules of ``chain`` in the model. Decodes every rule: meant for small chains."""

@@ -90,7 +90,7 @@ def unforward(network: str, container_id: str, family: int) -> None:
 
 
 def remove_unused_shared(tx: Tx) -> None:
-    if tx.has_chain(names.TOPLEVEL_DNAT) and tx.rule_count(names.TOPLEVEL_DNAT) == 0:
+    if tx.has_chain(names.TOPLEVEL_DNAT) and tx.is_empty(names.TOPLEVEL_DNAT):
         _toplevel().remove(tx)
     if tx.has_chain(names.SETMARK) and tx.references(names.SETMARK) == 0:
         SharedChain(table="nat", name=names.SETMARK).remove(tx)

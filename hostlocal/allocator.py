@@ -7,9 +7,11 @@ Per range set, in order:
    (or from the first range's start), across its ranges and wrapping around, skipping each
    range's gateway; the first free address is reserved.
 
-The directory is read once per ADD (under the lock) and candidates are checked against that
-snapshot in memory, so a big, busy range costs one scan plus one ``O_EXCL`` create, not one
-directory listing per candidate. ``O_EXCL`` stays the arbiter, for writers that ignore the lock.
+The store is queried once per ADD (under the lock, ``Store.reservations()``: the refreshed index,
+or a full snapshot) and candidates are checked against it in memory - with an index, a string
+lookup of the candidate's file name, nothing parsed - so a big, busy range costs one directory
+listing plus one ``O_EXCL`` create, not one listing per candidate. ``O_EXCL`` stays the arbiter,
+for writers that ignore the lock.
 
 Error codes: an exhausted set or a requested IP held by someone else is TRY_AGAIN_LATER (11) -
 it clears when addresses are released; a requested gateway or a requested IP outside every set
@@ -29,7 +31,7 @@ if TYPE_CHECKING:
 
     from hostlocal.addresses import IPAddress
     from hostlocal.config import IPAMConfig, IPRange, RangeSet
-    from hostlocal.store import Reservation, Snapshot, Store
+    from hostlocal.store import IndexedReservations, Reservation, Snapshot, Store
 
 
 class Allocation(Record):
@@ -56,14 +58,16 @@ class Allocation(Record):
 def allocate(store: Store, conf: IPAMConfig, container_id: str, ifname: str) -> list[Allocation]:
     """ADD: one address per range set, all or nothing. Call with the store locked."""
     owner = Owner.attachment(container_id, ifname)
-    snapshot = store.snapshot()
+    reservations = store.reservations(build_index=True)
     pending = list(conf.requested_ips)
     done: list[Allocation] = []
     try:
         for index, range_set in enumerate(conf.range_sets):
             requested = _take_requested(pending, range_set)
             try:
-                done.append(allocate_from_set(store, snapshot, range_set, index, owner=owner, requested=requested))
+                done.append(
+                    allocate_from_set(store, reservations, range_set, index, owner=owner, requested=requested)
+                )
             except CNIError as err:
                 raise CNIError(err.code, f"failed to allocate for range {index}: {err.msg}", err.details) from None
         if pending:
@@ -77,37 +81,37 @@ def allocate(store: Store, conf: IPAMConfig, container_id: str, ifname: str) -> 
 
 def allocate_from_set(
     store: Store,
-    snapshot: Snapshot,
+    reservations: Snapshot | IndexedReservations,
     range_set: RangeSet,
     set_index: int,
     *,
     owner: Owner,
     requested: IPAddress | None,
 ) -> Allocation:
-    """One address from one range set; ``snapshot`` is updated with the new reservation."""
+    """One address from one range set; ``reservations`` is updated with the new reservation."""
     if requested is not None:
-        return _allocate_requested(store, snapshot, range_set, set_index, owner=owner, requested=requested)
-    held = [r for r in snapshot.held_by(owner) if range_set.contains(r.address)]
+        return _allocate_requested(store, reservations, range_set, set_index, owner=owner, requested=requested)
+    held = [r for r in reservations.held_by(owner) if range_set.contains(r.address)]
     if held:
         raise CNIError(
             INTERNAL,
             f"{held[0].address} has been allocated to {owner.container_id}, duplicate allocation is not allowed",
         )
-    occupied = snapshot.occupied(range_set.version)
+    version = range_set.version
     for value, ip_range in candidate_order(range_set, store.last_reserved(set_index)):
-        if value in occupied:
+        if reservations.taken(version, value):
             continue
-        reservation = store.reserve(address_of(range_set.version, value), owner, set_index)
+        reservation = store.reserve(address_of(version, value), owner, set_index)
         if reservation is None:
             continue  # created behind our back by a writer that does not take the lock
-        snapshot.add(reservation)
+        reservations.add(reservation)
         return Allocation(reservation, ip_range)
     raise CNIError(TRY_AGAIN_LATER, f"no IP addresses available in range set: {range_set}")
 
 
 def _allocate_requested(
     store: Store,
-    snapshot: Snapshot,
+    reservations: Snapshot | IndexedReservations,
     range_set: RangeSet,
     set_index: int,
     *,
@@ -124,7 +128,7 @@ def _allocate_requested(
         raise CNIError(
             TRY_AGAIN_LATER, f"requested IP address {requested} is not available in range set {range_set}"
         )
-    snapshot.add(reservation)
+    reservations.add(reservation)
     return Allocation(reservation, ip_range)
 
 

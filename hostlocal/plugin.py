@@ -26,7 +26,7 @@ from hostlocal.addresses import parse_cidr
 from hostlocal.allocator import allocate
 from hostlocal.config import load_ipam_config, state_dir_of
 from hostlocal.dns import parse_resolv_conf
-from hostlocal.store import Owner, Store
+from hostlocal.store import Owner, Store, warn
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -56,11 +56,28 @@ def _load(req: RequestLike) -> IPAMConfig:
     return load_ipam_config(req.config, req.cni_args, req.cni_version)
 
 
+def _store(state_dir: str, config: dict[str, Any]) -> Store:
+    """The network's store, indexed under the records state directory (``hostlocal.index``)."""
+    return Store(state_dir, index_root=index_root(config))
+
+
+def index_root(config: dict[str, Any]) -> str | None:
+    """Where the store's index is kept; None (no index, every file read) when the config says nowhere
+    usable: the index must never fail an operation the store alone could do."""
+    from cni.records import state_dir  # noqa: PLC0415 - it imports json, which VERSION gets by without
+
+    try:
+        return state_dir(config)
+    except CNIError as err:
+        warn(f"not indexing reservations: {err.msg}")
+        return None
+
+
 def add(req: RequestLike) -> dict[str, Any]:
     """Reserve one address per range set and return a 1.1.0-shaped result."""
     conf = _load(req)
     dns = parse_resolv_conf(conf.resolv_conf) if conf.resolv_conf else {}
-    store = Store(conf.state_dir)
+    store = _store(conf.state_dir, req.config)
     store.create()
     with store.locked():
         allocations = allocate(store, conf, req.container_id, req.ifname)
@@ -82,7 +99,7 @@ def build_result(
 def delete(req: RequestLike) -> None:
     """Release every address of (container ID, ifname); succeeds when there is nothing to release."""
     conf = _load(req)
-    store = Store(conf.state_dir)
+    store = _store(conf.state_dir, req.config)
     if not store.exists():
         return  # never created: nothing to release, and DEL should not create state
     with store.locked():
@@ -93,12 +110,12 @@ def check(req: RequestLike) -> None:
     """The attachment must hold a reservation, and every address of prevResult that lies in one of
     our range sets must be reserved for it (the reference checks only the first part)."""
     conf = _load(req)
-    store = Store(conf.state_dir)
+    store = _store(conf.state_dir, req.config)
     missing = CNIError(INTERNAL, f"host-local: Failed to find address added by container {req.container_id}")
     if not store.exists():
         raise missing
     with store.locked():
-        held = store.snapshot().held_by(Owner.attachment(req.container_id, req.ifname))
+        held = store.reservations().held_by(Owner.attachment(req.container_id, req.ifname))
     if not held:
         raise missing
     _check_prev_result(conf, held, getattr(req, "prev_result", None), req.container_id)
@@ -129,7 +146,7 @@ def _prev_result_addresses(prev_result: Mapping[str, Any] | None) -> list[IPAddr
 
 def gc(req: RequestLike) -> None:
     """Release reservations whose attachment is not in ``cni.dev/valid-attachments``."""
-    store = Store(state_dir_of(req.config))
+    store = _store(state_dir_of(req.config), req.config)
     valid = valid_attachments(req.config)
     if not store.exists():
         return

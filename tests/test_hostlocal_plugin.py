@@ -34,6 +34,15 @@ options ndots:2 edns0
 """
 
 
+@pytest.fixture(autouse=True)
+def private_state_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The records state directory (where the store's index is kept) of these configs, which name no
+    ``stateDir``: a temporary one, not the machine's default."""
+    path = tmp_path_factory.mktemp("pycni-state")
+    monkeypatch.setenv("PYCNI_STATE_DIR", str(path))
+    return path
+
+
 def net_config(data_dir: Path | str, ipam: dict[str, Any] | None = None, version: str = "1.1.0",
                **top: Any) -> dict[str, Any]:
     ipam = {"subnet": "10.99.0.0/29"} if ipam is None else ipam
@@ -229,7 +238,7 @@ def run_executable(config: dict[str, Any], command: str, container_id: str = "ct
                    binary: list[str] | None = None) -> subprocess.CompletedProcess[bytes]:
     env = {"CNI_COMMAND": command, "CNI_CONTAINERID": container_id, "CNI_NETNS": "/run/netns/hlt-none",
            "CNI_IFNAME": "eth0", "CNI_PATH": "/opt/cni/bin", "PATH": os.environ.get("PATH", ""),
-           "PYTHONPATH": REPO}
+           "PYTHONPATH": REPO, "PYCNI_STATE_DIR": os.environ["PYCNI_STATE_DIR"]}
     return subprocess.run(binary or [sys.executable, "-m", "hostlocal"], input=json.dumps(config).encode(),
                           env=env, capture_output=True, timeout=60, check=False)
 
@@ -301,7 +310,8 @@ def test_reference_and_python_share_the_store(tmp_path: Path) -> None:
 def test_reference_and_python_in_parallel_never_collide(tmp_path: Path) -> None:
     config = net_config(tmp_path, {"subnet": "10.88.0.0/24"}, version="1.0.0")
     env_base = {"CNI_COMMAND": "ADD", "CNI_NETNS": "/run/netns/hlt-none", "CNI_IFNAME": "eth0",
-                "CNI_PATH": "/opt/cni/bin", "PATH": os.environ.get("PATH", ""), "PYTHONPATH": REPO}
+                "CNI_PATH": "/opt/cni/bin", "PATH": os.environ.get("PATH", ""), "PYTHONPATH": REPO,
+                "PYCNI_STATE_DIR": os.environ["PYCNI_STATE_DIR"]}
     procs = []
     for n in range(20):
         binary = [REFERENCE] if n % 2 else [sys.executable, "-m", "hostlocal"]
@@ -359,7 +369,8 @@ def test_delegation_in_process_and_by_exec_agree(tmp_path: Path) -> None:
         data_dir = tmp_path / f"data{mode}"
         config = net_config(data_dir, version="1.0.0")
         env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "ctr1", "CNI_NETNS": "/run/netns/hlt-none",
-               "CNI_IFNAME": "eth0", "CNI_PATH": str(bin_dir), invoke.IN_PROCESS_ENV: mode}
+               "CNI_IFNAME": "eth0", "CNI_PATH": str(bin_dir), invoke.IN_PROCESS_ENV: mode,
+               "PYCNI_STATE_DIR": os.environ["PYCNI_STATE_DIR"]}
         req = skel.Request(command="ADD", container_id="ctr1", ifname="eth0", config=config, cni_version="1.0.0",
                            path=[str(bin_dir)], env=env, stdin=json.dumps(config).encode())
         results[mode] = (invoke.delegate(req, "host-local", "ADD"), state(data_dir))

@@ -48,6 +48,10 @@ CHAIN_TYPES = ("bridge", "portmap")
 NETWORK = "bchnet"
 CNI_VERSION = "1.0.0"  # the newest the Debian 1.1.1 reference speaks
 SUBNET = "10.200.0.0/16"
+# A Linux bridge takes at most 1,024 ports (BR_MAX_PORTS): beyond this many preloaded containers
+# the rest go to further networks of their own (bridge cni<k>, 10.<200+k>.0.0/16), which share the
+# node's tables with the timed network, the thing being measured.
+CONTAINERS_PER_BRIDGE = int(os.environ.get("PYCNI_BENCH_CONTAINERS_PER_BRIDGE", "1000"))  # lower: to try it small
 PRELOAD_PORT_BASE = 10000  # hostPorts: preloaded container i gets 10000+i, cycle i 40000+i
 CYCLE_PORT_BASE = 40000
 VERSION_RUNS = 20
@@ -174,10 +178,11 @@ class Side:
     def data_dir(self) -> str:
         return os.path.join(self.work, self.name, "host-local")
 
-    def plugin_config(self, plugin: str, port: int, prev: dict[str, Any] | None) -> dict[str, Any]:
+    def plugin_config(self, plugin: str, port: int, prev: dict[str, Any] | None, net: int = 0) -> dict[str, Any]:
         """What libcni would hand this plugin of the conflist: name and cniVersion injected, runtimeConfig
         for the capabilities it declares, prevResult when there is one."""
-        conf: dict[str, Any] = {"cniVersion": CNI_VERSION, "name": NETWORK, **plugin_entry(plugin, self.data_dir)}
+        conf: dict[str, Any] = {"cniVersion": CNI_VERSION, "name": network_name(net),
+                                **plugin_entry(plugin, self.data_dir, net)}
         if conf.get("capabilities", {}).get("portMappings"):
             conf["runtimeConfig"] = {"portMappings": [{"hostPort": port, "containerPort": 80, "protocol": "tcp"}]}
         if prev is not None:
@@ -195,11 +200,17 @@ class Side:
                          answer["stdout"], answer["stderr"])
 
 
-def plugin_entry(plugin: str, data_dir: str) -> dict[str, Any]:
-    """The plugin's entry in the conflist (the same for both sides)."""
+def network_name(net: int) -> str:
+    """Network 0 is the timed one; the others only hold preloaded containers."""
+    return NETWORK if net == 0 else f"{NETWORK}{net}"
+
+
+def plugin_entry(plugin: str, data_dir: str, net: int = 0) -> dict[str, Any]:
+    """The plugin's entry in the conflist of network ``net`` (the same for both sides)."""
     if plugin == "bridge":
-        return {"type": "bridge", "bridge": "cni0", "isGateway": True, "ipMasq": True, "hairpinMode": True,
-                "ipam": {"type": "host-local", "dataDir": data_dir, "ranges": [[{"subnet": SUBNET}]],
+        subnet = SUBNET if net == 0 else f"10.{200 + net}.0.0/16"
+        return {"type": "bridge", "bridge": f"cni{net}", "isGateway": True, "ipMasq": True, "hairpinMode": True,
+                "ipam": {"type": "host-local", "dataDir": data_dir, "ranges": [[{"subnet": subnet}]],
                          "routes": [{"dst": "0.0.0.0/0"}]}}
     if plugin == "portmap":
         return {"type": "portmap", "capabilities": {"portMappings": True}}
@@ -223,14 +234,14 @@ class Operation:
 
 
 def run_chain(side: Side, spawner: Spawner, op: str, container: str, port: int,
-              result: dict[str, Any] | None, timed: bool) -> tuple[Operation, dict[str, Any] | None]:
+              result: dict[str, Any] | None, timed: bool, net: int = 0) -> tuple[Operation, dict[str, Any] | None]:
     """One libcni operation over the chain; returns it and, for ADD, the final result. Like libcni it
     stops at the first plugin that fails."""
     runs: list[PluginRun] = []
     if op == "ADD":
         prev: dict[str, Any] | None = None
         for plugin in side.chain:
-            run = side.exec(spawner, plugin, "ADD", container, side.plugin_config(plugin, port, prev), timed)
+            run = side.exec(spawner, plugin, "ADD", container, side.plugin_config(plugin, port, prev, net), timed)
             runs.append(run)
             if not run.ok:
                 return Operation(op, runs), None
@@ -239,7 +250,7 @@ def run_chain(side: Side, spawner: Spawner, op: str, container: str, port: int,
     command = "CHECK" if op == "CHECK" else "DEL"
     order = side.chain if command == "CHECK" else list(reversed(side.chain))
     for plugin in order:
-        run = side.exec(spawner, plugin, command, container, side.plugin_config(plugin, port, result), timed)
+        run = side.exec(spawner, plugin, command, container, side.plugin_config(plugin, port, result, net), timed)
         runs.append(run)
         if not run.ok:
             break
@@ -264,7 +275,8 @@ def preload(side: Side, namespaces: Namespaces, count: int, jobs: int, stop: thr
         nonlocal done
         if stop.is_set():
             return
-        operation, _ = run_chain(side, spawner, "ADD", names[index], PRELOAD_PORT_BASE + index, None, timed=False)
+        operation, _ = run_chain(side, spawner, "ADD", names[index], PRELOAD_PORT_BASE + index, None, timed=False,
+                                 net=index // CONTAINERS_PER_BRIDGE)
         if operation.failure:
             stop.set()
             raise RuntimeError(f"preloading {side.name} container {index} failed: {operation.failure}")
@@ -273,10 +285,14 @@ def preload(side: Side, namespaces: Namespaces, count: int, jobs: int, stop: thr
             progress(f"  {side.name}: preloaded {done}/{count} ({time.monotonic() - start:.0f} s)",
                      done == count, done % max(1, count // 10) == 0)
 
-    add(0, spawners[0])  # the first one creates the bridge; the rest may run side by side
+    firsts = list(range(0, count, CONTAINERS_PER_BRIDGE))
+    for index in firsts:  # the first of each network creates its bridge; the rest may run side by side
+        add(index, spawners[0])
+    first_set = set(firsts)
+    rest = [i for i in range(count) if i not in first_set]
 
     def worker(slot: int) -> None:
-        for index in range(1 + slot, count, jobs):
+        for index in rest[slot::jobs]:
             add(index, spawners[slot])
 
     pool = ThreadPoolExecutor(max_workers=jobs)
@@ -301,8 +317,8 @@ def progress(line: str, last: bool, milestone: bool) -> None:
 
 def node_state(side: Side) -> tuple[int, int]:
     """(bridge ports, DNAT rules) on the node: what the preloaded containers left there."""
-    ports = subprocess.run(["ip", "-n", side.node, "-o", "link", "show", "master", "cni0"], capture_output=True,
-                           check=False).stdout.decode().count("\n")
+    ports = subprocess.run(["ip", "-n", side.node, "-o", "link", "show", "type", "veth"], capture_output=True,
+                           check=False).stdout.decode().count("\n")  # each container's host end is a port
     save = "iptables-legacy-save" if side.name == "ours" else "iptables-nft-save"  # python-iptables: legacy
     rules = subprocess.run(["ip", "netns", "exec", side.node, save, "-t", "nat"], capture_output=True,
                            check=False).stdout.decode()

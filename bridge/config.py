@@ -1,60 +1,125 @@
-"""The bridge plugin's network config, validated like the reference does (plus field/value messages)."""
+"""The bridge plugin's network config, validated like the reference does (plus field/value messages).
+
+:func:`load` reads the common, plainly valid configs without pydantic (see cni.fastconf) into a
+:class:`PlainBridgeConf`; anything it is not sure about goes to the pydantic model
+(bridge.model.BridgeConf), which accepts it, coerced, or rejects it with the usual message. Both
+objects offer the same attributes; tests/test_config_fastpath.py holds them to it.
+"""
 from __future__ import annotations
 
-import re
-from typing import Any
-
-from pydantic import Field, field_validator, model_validator
-
-from cni import config as netconf
+from bridge import DEFAULT_BRIDGE
+from cni import fastconf
 from cni.errors import INVALID_CONFIG, CNIError
 
-_MAC = re.compile(r"^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$")
-from bridge import DEFAULT_BRIDGE  # noqa: E402
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from bridge.model import BridgeConf
+
+_MAC_PATTERN = r"^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$"
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 
 
-class BridgeConf(netconf.NetConf):
-    bridge: str = DEFAULT_BRIDGE
-    isGateway: bool = False
-    isDefaultGateway: bool = False
-    forceAddress: bool = False
-    ipMasq: bool = False
-    mtu: int = Field(default=0, ge=0, le=65535)
-    hairpinMode: bool = False
-    promiscMode: bool = False
-    vlan: int = Field(default=0, ge=0, le=4094)
-    macspoofchk: bool = False
-    enabledad: bool = False
-    ipam: dict[str, Any] = Field(default_factory=dict)
-    dns: dict[str, Any] | None = None
-    stateDir: str | None = None
-    runtimeConfig: dict[str, Any] = Field(default_factory=dict)
-    args: dict[str, Any] = Field(default_factory=dict)
+class PlainBridgeConf:
+    """What the bridge plugin reads of its config: the fields of bridge.model.BridgeConf, after its
+    validators (``isDefaultGateway`` implies ``isGateway``)."""
 
-    @field_validator("bridge")
-    @classmethod
-    def _bridge_name(cls, v: str) -> str:
-        from cni.skel import ifname_problem  # noqa: PLC0415
+    __slots__ = ("cniVersion", "name", "type", "bridge", "isGateway", "isDefaultGateway", "forceAddress", "ipMasq",
+                 "mtu", "hairpinMode", "promiscMode", "vlan", "macspoofchk", "enabledad", "ipam", "dns", "stateDir",
+                 "runtimeConfig", "args")
 
-        problem = ifname_problem(v)
-        if problem:
-            raise ValueError(f"invalid bridge name: {problem}")
-        return v
+    cniVersion: str
+    name: str
+    type: str
+    bridge: str
+    isGateway: bool
+    isDefaultGateway: bool
+    forceAddress: bool
+    ipMasq: bool
+    mtu: int
+    hairpinMode: bool
+    promiscMode: bool
+    vlan: int
+    macspoofchk: bool
+    enabledad: bool
+    ipam: dict[str, Any]
+    dns: dict[str, Any] | None
+    stateDir: str | None
+    runtimeConfig: dict[str, Any]
+    args: dict[str, Any]
 
-    @model_validator(mode="after")
-    def _exclusive_modes(self) -> "BridgeConf":
-        if self.hairpinMode and self.promiscMode:
-            raise ValueError("cannot set hairpin mode and promiscuous mode at the same time")
-        if self.isDefaultGateway:
-            self.isGateway = True
-        return self
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{key}={getattr(self, key)!r}" for key in self.__slots__)
+        return f"{type(self).__name__}({fields})"
 
 
-def load(config: dict[str, Any]) -> BridgeConf:
-    return netconf.parse(BridgeConf, config, "bridge")
+def __getattr__(name: str) -> object:
+    """``BridgeConf`` (the pydantic model) is imported only when asked for: it costs pydantic."""
+    if name == "BridgeConf":
+        from bridge.model import BridgeConf  # noqa: PLC0415
+
+        return BridgeConf
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def container_mac(conf: BridgeConf, cni_args: dict[str, str]) -> str | None:
+def load(config: dict[str, Any]) -> PlainBridgeConf | BridgeConf:
+    conf = load_plain(config)
+    if conf is not None:
+        return conf
+    from bridge.model import BridgeConf  # noqa: PLC0415
+    from cni.config import parse  # noqa: PLC0415
+
+    return parse(BridgeConf, config, "bridge")
+
+
+def load_plain(config: dict[str, Any]) -> PlainBridgeConf | None:
+    """The config read without pydantic, or None when the pydantic model must decide."""
+    if type(config) is not dict:
+        return None
+    try:
+        return _read(config)
+    except (fastconf.Unsure, ValueError):  # ValueError: e.g. a name that cannot be encoded
+        return None
+
+
+def _read(config: dict[str, Any]) -> PlainBridgeConf:
+    fastconf.require_str_keys(config)
+    conf = PlainBridgeConf()
+    conf.cniVersion, conf.name, conf.type = fastconf.netconf_fields(config)
+    conf.bridge = _bridge_name(fastconf.get_str(config, "bridge", DEFAULT_BRIDGE))
+    conf.isGateway = fastconf.get_bool(config, "isGateway")
+    conf.isDefaultGateway = fastconf.get_bool(config, "isDefaultGateway")
+    conf.forceAddress = fastconf.get_bool(config, "forceAddress")
+    conf.ipMasq = fastconf.get_bool(config, "ipMasq")
+    conf.mtu = fastconf.get_int(config, "mtu", 0, 0, 65535)
+    conf.hairpinMode = fastconf.get_bool(config, "hairpinMode")
+    conf.promiscMode = fastconf.get_bool(config, "promiscMode")
+    conf.vlan = fastconf.get_int(config, "vlan", 0, 0, 4094)
+    conf.macspoofchk = fastconf.get_bool(config, "macspoofchk")
+    conf.enabledad = fastconf.get_bool(config, "enabledad")
+    conf.ipam = fastconf.get_dict(config, "ipam")
+    conf.dns = fastconf.get_optional_dict(config, "dns")
+    conf.stateDir = fastconf.get_optional_str(config, "stateDir")
+    conf.runtimeConfig = fastconf.get_dict(config, "runtimeConfig")
+    conf.args = fastconf.get_dict(config, "args")
+    # BridgeConf._exclusive_modes
+    if conf.hairpinMode and conf.promiscMode:
+        raise fastconf.Unsure("hairpinMode")
+    if conf.isDefaultGateway:
+        conf.isGateway = True
+    return conf
+
+
+def _bridge_name(name: str) -> str:
+    from cni.skel import ifname_problem  # noqa: PLC0415 - loaded already in a plugin process
+
+    if ifname_problem(name):
+        raise fastconf.Unsure("bridge")
+    return name
+
+
+def container_mac(conf: PlainBridgeConf | BridgeConf, cni_args: dict[str, str]) -> str | None:
     """The requested container MAC: CNI_ARGS MAC, then args.cni.mac, then runtimeConfig.mac (later wins)."""
     mac = cni_args.get("MAC") or None
     cni_block = conf.args.get("cni") if isinstance(conf.args.get("cni"), dict) else {}
@@ -62,6 +127,18 @@ def container_mac(conf: BridgeConf, cni_args: dict[str, str]) -> str | None:
     mac = conf.runtimeConfig.get("mac") or mac
     if mac is None:
         return None
-    if not isinstance(mac, str) or not _MAC.match(mac):
+    if not isinstance(mac, str) or not _is_mac(mac):
         raise CNIError(INVALID_CONFIG, f"invalid MAC address {mac!r}")
     return mac.lower()
+
+
+def _is_mac(text: str) -> bool:
+    """Whether ``text`` matches _MAC_PATTERN. The usual ``aa:bb:cc:dd:ee:ff`` is checked by hand; anything
+    else goes to the pattern itself (``re`` costs ~4 ms to import, and ``$`` also matches before a final
+    newline, which a hand-written check would have to copy)."""
+    if len(text) == 17 and all(text[i] == ":" for i in range(2, 17, 3)) and \
+            all(text[i] in _HEX_DIGITS for i in range(17) if i % 3 != 2):
+        return True
+    import re  # noqa: PLC0415
+
+    return re.match(_MAC_PATTERN, text) is not None

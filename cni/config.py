@@ -3,6 +3,10 @@
 Each message names the field and the value, e.g.
 ``invalid portmap config: runtimeConfig.portMappings.0.hostPort: Input should be less than or
 equal to 65535 (got 70000)``.
+
+Only the plugins' pydantic models (bridge.model, portmap.model, firewall.model) import this: they are
+the fallback of each ``config.load``, whose fast path (cni.fastconf) reads plainly valid configs
+without pydantic.
 """
 from __future__ import annotations
 

@@ -24,7 +24,8 @@ from cni import launcher
 
 PRELOAD = ("bridge.plugin:PLUGIN", "hostlocal.plugin:PLUGIN", "portmap.plugin:PLUGIN", "firewall.plugin:PLUGIN")
 # Heavy libraries the plugins import lazily; importing them here is the whole point of the helper.
-PRELOAD_MODULES = ("bridge.config", "bridge.links", "bridge.ipmasq", "bridge.check", "portmap.config",
+PRELOAD_MODULES = ("bridge.config", "bridge.model", "bridge.links", "bridge.ipmasq", "bridge.check",
+                   "portmap.config", "portmap.model", "firewall.model",
                    "portmap.apply", "firewall.config", "hostlocal.config", "hostlocal.allocator",
                    "cni.invoke", "cni.result", "cni.types", "netlink.rtnl", "chains.table")
 CLONE_NEWNS = 0x00020000
@@ -60,7 +61,8 @@ def preload() -> dict[str, object]:
 
 
 def _warm_models() -> None:
-    """Build pydantic validators now rather than in every child."""
+    """Take the configs' fast paths once, so their lazy imports happen here; the pydantic models
+    (the fallback for anything unusual) are built when PRELOAD_MODULES imports them."""
     for module_name, fn, sample in (
         ("portmap.config", "load", {"cniVersion": "1.0.0", "name": "warm",
                                     "runtimeConfig": {"portMappings": [{"hostPort": 1, "containerPort": 1}]}}),

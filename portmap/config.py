@@ -1,20 +1,30 @@
-"""portmap's config: options, port mappings from runtimeConfig, and the container's addresses."""
+"""portmap's config: options, port mappings from runtimeConfig, and the container's addresses.
+
+:func:`load` reads the common, plainly valid configs without pydantic (see cni.fastconf) into a
+:class:`PlainPortMapConf`; anything it is not sure about goes to the pydantic model
+(portmap.model.PortMapConf), which accepts it, coerced, or rejects it with the usual message. Both
+offer the same attributes, properties and methods; tests/test_config_fastpath.py holds them to it.
+"""
 from __future__ import annotations
 
-import ipaddress
-from typing import Any, Literal
+from cni import fastconf
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator, model_validator
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import ipaddress
+    from typing import Any
 
-from cni import config as netconf
+    from portmap.model import PortMapConf, PortMapping  # noqa: F401 - PortMapping: re-exported, see __getattr__
 
 DEFAULT_MARK_BIT = 13
 MAX_CHAIN_NAME = 28  # iptables' limit (XT_EXTENSION_MAXNAMELEN - 1)
 MAX_MAPPINGS = 4096
 MAX_CONDITION_ARGS = 64
+PROTOCOLS = ("tcp", "udp", "sctp")
+_MODEL_NAMES = ("PortMapConf", "PortMapping", "RuntimeConfig")
 
 
-def _valid_chain_name(name: str) -> str:
+def valid_chain_name(name: str) -> str:
     if not name or len(name) > MAX_CHAIN_NAME:
         raise ValueError(f"chain name must be 1 to {MAX_CHAIN_NAME} characters")
     if name[0] in "-!" or any(c.isspace() or c in "\"'\\" or not c.isprintable() for c in name):
@@ -22,70 +32,67 @@ def _valid_chain_name(name: str) -> str:
     return name
 
 
-class PortMapping(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+def host_ip_for(host_ip: str, family: int) -> str | None:
+    """The destination to match for a mapping's ``hostIP`` in this family: '' for any, the address, or
+    None to skip the family."""
+    if not host_ip:
+        return ""
+    import ipaddress  # noqa: PLC0415 - ~5 ms, and most mappings have no hostIP
 
-    hostPort: StrictInt = Field(ge=1, le=65535)
-    containerPort: StrictInt = Field(ge=1, le=65535)
-    protocol: str = "tcp"
-    hostIP: str = ""
+    addr = ipaddress.ip_address(host_ip)
+    if addr.version != family:
+        return None
+    return "" if addr.is_unspecified else str(addr)
 
-    @field_validator("protocol")
-    @classmethod
-    def _protocol(cls, v: str) -> str:
-        proto = v.lower()
-        if proto not in ("tcp", "udp", "sctp"):
-            raise ValueError("protocol must be tcp, udp or sctp")
-        return proto
 
-    @field_validator("hostIP")
-    @classmethod
-    def _host_ip(cls, v: str) -> str:
-        if v:
-            ipaddress.ip_address(v)  # "does not appear to be an IPv4 or IPv6 address"
-        return v
+class PlainPortMapping:
+    """One entry of ``runtimeConfig.portMappings``, as portmap.model.PortMapping reads it."""
+
+    __slots__ = ("hostPort", "containerPort", "protocol", "hostIP")
+
+    def __init__(self, hostPort: int, containerPort: int, protocol: str, hostIP: str) -> None:  # noqa: N803
+        self.hostPort = hostPort
+        self.containerPort = containerPort
+        self.protocol = protocol
+        self.hostIP = hostIP
 
     def host_ip_for(self, family: int) -> str | None:
-        """The destination to match for this family: '' for any, the address, or None to skip the family."""
-        if not self.hostIP:
-            return ""
-        addr = ipaddress.ip_address(self.hostIP)
-        if addr.version != family:
-            return None
-        return "" if addr.is_unspecified else str(addr)
+        return host_ip_for(self.hostIP, family)
+
+    def __repr__(self) -> str:
+        return (f"PlainPortMapping(hostPort={self.hostPort!r}, containerPort={self.containerPort!r}, "
+                f"protocol={self.protocol!r}, hostIP={self.hostIP!r})")
 
 
-class RuntimeConfig(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class PlainRuntimeConfig:
+    __slots__ = ("portMappings",)
 
-    portMappings: list[PortMapping] = Field(default_factory=list, max_length=MAX_MAPPINGS)
+    def __init__(self, portMappings: list[PlainPortMapping]) -> None:  # noqa: N803
+        self.portMappings = portMappings
 
 
-class PortMapConf(netconf.NetConf):
-    snat: StrictBool | None = None
-    markMasqBit: StrictInt | None = Field(default=None, ge=0, le=31)
-    externalSetMarkChain: str | None = None
-    masqAll: StrictBool = False
-    conditionsV4: list[str] | None = Field(default=None, max_length=MAX_CONDITION_ARGS)
-    conditionsV6: list[str] | None = Field(default=None, max_length=MAX_CONDITION_ARGS)
-    backend: Literal["iptables"] | None = None
-    stateDir: str | None = None
-    runtimeConfig: RuntimeConfig = Field(default_factory=RuntimeConfig)
+class PlainPortMapConf:
+    """What portmap reads of its config: the fields of portmap.model.PortMapConf after its validators
+    (``snat`` None means True; ``markMasqBit`` defaults to 13 unless ``externalSetMarkChain`` is set)."""
 
-    _chain = field_validator("externalSetMarkChain")(lambda v: _valid_chain_name(v) if v is not None else v)
+    __slots__ = ("cniVersion", "name", "type", "snat", "markMasqBit", "externalSetMarkChain", "masqAll",
+                 "conditionsV4", "conditionsV6", "backend", "stateDir", "runtimeConfig")
 
-    @model_validator(mode="after")
-    def _mark_options(self) -> "PortMapConf":
-        if self.markMasqBit is not None and self.externalSetMarkChain is not None:
-            raise ValueError("Cannot specify externalSetMarkChain and markMasqBit")
-        if self.snat is None:
-            self.snat = True
-        if self.markMasqBit is None and self.externalSetMarkChain is None:
-            self.markMasqBit = DEFAULT_MARK_BIT
-        return self
+    cniVersion: str
+    name: str
+    type: str
+    snat: bool
+    markMasqBit: int | None
+    externalSetMarkChain: str | None
+    masqAll: bool
+    conditionsV4: list[str] | None
+    conditionsV6: list[str] | None
+    backend: str | None
+    stateDir: str | None
+    runtimeConfig: PlainRuntimeConfig
 
     @property
-    def mappings(self) -> list[PortMapping]:
+    def mappings(self) -> list[PlainPortMapping]:
         return self.runtimeConfig.portMappings
 
     @property
@@ -95,9 +102,91 @@ class PortMapConf(netconf.NetConf):
     def conditions(self, family: int) -> list[str]:
         return list((self.conditionsV4 if family == 4 else self.conditionsV6) or [])
 
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{key}={getattr(self, key)!r}" for key in self.__slots__ if key != "runtimeConfig")
+        return f"PlainPortMapConf({fields}, mappings={self.mappings!r})"
 
-def load(config: dict[str, Any]) -> PortMapConf:
-    return netconf.parse(PortMapConf, config, "portmap")
+
+def __getattr__(name: str) -> object:
+    """The pydantic models are imported only when asked for: they cost pydantic."""
+    if name in _MODEL_NAMES:
+        from portmap import model  # noqa: PLC0415
+
+        return getattr(model, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def load(config: dict[str, Any]) -> PlainPortMapConf | PortMapConf:
+    conf = load_plain(config)
+    if conf is not None:
+        return conf
+    from cni.config import parse  # noqa: PLC0415
+    from portmap.model import PortMapConf  # noqa: PLC0415
+
+    return parse(PortMapConf, config, "portmap")
+
+
+def load_plain(config: dict[str, Any]) -> PlainPortMapConf | None:
+    """The config read without pydantic, or None when the pydantic model must decide."""
+    if type(config) is not dict:
+        return None
+    try:
+        return _read(config)
+    except (fastconf.Unsure, ValueError):  # ValueError: a validator refused the value
+        return None
+
+
+def _read(config: dict[str, Any]) -> PlainPortMapConf:
+    fastconf.require_str_keys(config)
+    conf = PlainPortMapConf()
+    conf.cniVersion, conf.name, conf.type = fastconf.netconf_fields(config)
+    snat = fastconf.get_optional_bool(config, "snat")
+    conf.markMasqBit = fastconf.get_optional_int(config, "markMasqBit", 0, 31)
+    conf.externalSetMarkChain = fastconf.get_optional_str(config, "externalSetMarkChain")
+    if conf.externalSetMarkChain is not None:
+        valid_chain_name(conf.externalSetMarkChain)
+    conf.masqAll = fastconf.get_bool(config, "masqAll")
+    conf.conditionsV4 = fastconf.get_optional_str_list(config, "conditionsV4", MAX_CONDITION_ARGS)
+    conf.conditionsV6 = fastconf.get_optional_str_list(config, "conditionsV6", MAX_CONDITION_ARGS)
+    conf.backend = fastconf.get_optional_str(config, "backend")
+    if conf.backend not in (None, "iptables"):  # Literal["iptables"] | None
+        raise fastconf.Unsure("backend")
+    conf.stateDir = fastconf.get_optional_str(config, "stateDir")
+    conf.runtimeConfig = _runtime_config(config)
+    # PortMapConf._mark_options
+    if conf.markMasqBit is not None and conf.externalSetMarkChain is not None:
+        raise fastconf.Unsure("markMasqBit")
+    conf.snat = True if snat is None else snat
+    if conf.markMasqBit is None and conf.externalSetMarkChain is None:
+        conf.markMasqBit = DEFAULT_MARK_BIT
+    return conf
+
+
+def _runtime_config(config: dict[str, Any]) -> PlainRuntimeConfig:
+    """``runtimeConfig``: a dict whose other keys are ignored, like the model's (extra="ignore")."""
+    if "runtimeConfig" not in config:
+        return PlainRuntimeConfig([])
+    runtime = config["runtimeConfig"]
+    if type(runtime) is not dict:
+        raise fastconf.Unsure("runtimeConfig")
+    entries = fastconf.get_list(runtime, "portMappings", MAX_MAPPINGS)
+    return PlainRuntimeConfig([_mapping(entry) for entry in entries])
+
+
+def _mapping(entry: object) -> PlainPortMapping:
+    if type(entry) is not dict:
+        raise fastconf.Unsure("portMappings")
+    host_port = fastconf.require_int(entry, "hostPort", 1, 65535)
+    container_port = fastconf.require_int(entry, "containerPort", 1, 65535)
+    protocol = fastconf.get_str(entry, "protocol", "tcp").lower()
+    if protocol not in PROTOCOLS:
+        raise fastconf.Unsure("protocol")
+    host_ip = fastconf.get_str(entry, "hostIP", "")
+    if host_ip:
+        import ipaddress  # noqa: PLC0415 - only configs with a hostIP pay for it
+
+        ipaddress.ip_address(host_ip)  # ValueError: not an address
+    return PlainPortMapping(host_port, container_port, protocol, host_ip)
 
 
 def container_addresses(prev_result: dict[str, Any], ifname: str) -> dict[int, ipaddress.IPv4Interface | ipaddress.IPv6Interface]:
@@ -106,6 +195,8 @@ def container_addresses(prev_result: dict[str, Any], ifname: str) -> dict[int, i
     Like the reference: an IP whose ``interface`` index names another interface, or a host-side one
     (no sandbox), is skipped; an IP without an index is accepted.
     """
+    import ipaddress  # noqa: PLC0415 - load() must not pay for it
+
     interfaces = prev_result.get("interfaces") or []
     found: dict[int, ipaddress.IPv4Interface | ipaddress.IPv6Interface] = {}
     for ip in prev_result.get("ips") or []:

@@ -21,7 +21,7 @@ _MAC_PATTERN = r"^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$"
 _HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 
 
-class PlainBridgeConf:
+class PlainBridgeConf(fastconf.SlotsRepr):
     """What the bridge plugin reads of its config: the fields of bridge.model.BridgeConf, after its
     validators (``isDefaultGateway`` implies ``isGateway``)."""
 
@@ -49,38 +49,18 @@ class PlainBridgeConf:
     runtimeConfig: dict[str, Any]
     args: dict[str, Any]
 
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{key}={getattr(self, key)!r}" for key in self.__slots__)
-        return f"{type(self).__name__}({fields})"
 
-
-def __getattr__(name: str) -> object:
-    """``BridgeConf`` (the pydantic model) is imported only when asked for: it costs pydantic."""
-    if name == "BridgeConf":
-        from bridge.model import BridgeConf  # noqa: PLC0415
-
-        return BridgeConf
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# ``BridgeConf`` (the pydantic model) is imported only when asked for: it costs pydantic.
+__getattr__ = fastconf.lazy_models(__name__, {"BridgeConf": "bridge.model:BridgeConf"})
 
 
 def load(config: dict[str, Any]) -> PlainBridgeConf | BridgeConf:
-    conf = load_plain(config)
-    if conf is not None:
-        return conf
-    from bridge.model import BridgeConf  # noqa: PLC0415
-    from cni.config import parse  # noqa: PLC0415
-
-    return parse(BridgeConf, config, "bridge")
+    return fastconf.load(config, _read, "bridge.model:BridgeConf", "bridge")  # type: ignore[return-value]
 
 
 def load_plain(config: dict[str, Any]) -> PlainBridgeConf | None:
     """The config read without pydantic, or None when the pydantic model must decide."""
-    if type(config) is not dict:
-        return None
-    try:
-        return _read(config)
-    except (fastconf.Unsure, ValueError):  # ValueError: e.g. a name that cannot be encoded
-        return None
+    return fastconf.read_plain(config, _read)
 
 
 def _read(config: dict[str, Any]) -> PlainBridgeConf:

@@ -15,7 +15,10 @@ from __future__ import annotations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
+    from collections.abc import Callable
+    from typing import Any, TypeVar
+
+    T = TypeVar("T")
 
 
 class Unsure(Exception):
@@ -145,3 +148,53 @@ def get_list(config: dict[str, Any], key: str, max_length: int) -> list[Any]:
     if type(value) is not list or len(value) > max_length:
         raise Unsure(key)
     return value
+
+
+# --- what every plugin's config module does with its reader ------------------------------------
+
+def read_plain(config: object, read: Callable[[dict[str, Any]], T]) -> T | None:
+    """``read(config)``, or None when the fast path cannot vouch for the config (the model decides)."""
+    if type(config) is not dict:
+        return None
+    try:
+        return read(config)
+    except (Unsure, ValueError):  # ValueError: a validator refused the value, or it cannot be encoded
+        return None
+
+
+def load(config: dict[str, Any], read: Callable[[dict[str, Any]], T], model: str, plugin: str) -> object:
+    """The config read without pydantic, else validated by the pydantic model ``model``
+    ("package.module:Class", imported only now) with cni.config's field/value messages."""
+    plain = read_plain(config, read)
+    if plain is not None:
+        return plain
+    from cni.config import parse  # noqa: PLC0415 - pydantic, only for configs that need it
+
+    return parse(model_class(model), config, plugin)
+
+
+def model_class(model: str) -> Any:
+    module_name, _, class_name = model.partition(":")
+    return getattr(__import__(module_name, fromlist=[class_name]), class_name)
+
+
+def lazy_models(module_name: str, models: dict[str, str]) -> Callable[[str], object]:
+    """A module ``__getattr__`` that hands out the pydantic models by name, importing them (and
+    pydantic) only when somebody asks: ``models`` maps a name to "package.module:Class"."""
+    def __getattr__(name: str) -> object:
+        if name in models:
+            return model_class(models[name])
+        raise AttributeError(f"module {module_name!r} has no attribute {name!r}")
+
+    return __getattr__
+
+
+class SlotsRepr:
+    """``Name(field=value, ...)`` over ``__slots__``, for the plain config classes."""
+
+    __slots__ = ()
+    _repr_skip: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{key}={getattr(self, key)!r}" for key in self.__slots__ if key not in self._repr_skip)
+        return f"{type(self).__name__}({fields})"

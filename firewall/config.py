@@ -33,7 +33,24 @@ def admin_chain_name(name: str) -> str:
     return name
 
 
-class PlainFirewallConf:
+class FirewallAccessors:
+    """What the firewall asks of its config beyond the fields; shared by the plain class and the model."""
+
+    __slots__ = ()
+    if TYPE_CHECKING:  # the fields themselves belong to the classes (pydantic reads annotations)
+        iptablesAdminChainName: str
+        ingressPolicy: str
+
+    @property
+    def admin_chain(self) -> str:
+        return self.iptablesAdminChainName
+
+    @property
+    def isolating(self) -> bool:
+        return self.ingressPolicy in ISOLATING_POLICIES
+
+
+class PlainFirewallConf(FirewallAccessors, fastconf.SlotsRepr):
     """What the firewall plugin reads of its config: the fields of firewall.model.FirewallConf after its
     validators (an empty admin chain or policy means the default)."""
 
@@ -47,46 +64,18 @@ class PlainFirewallConf:
     ingressPolicy: str
     stateDir: str | None
 
-    @property
-    def admin_chain(self) -> str:
-        return self.iptablesAdminChainName
 
-    @property
-    def isolating(self) -> bool:
-        return self.ingressPolicy in ISOLATING_POLICIES
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{key}={getattr(self, key)!r}" for key in self.__slots__)
-        return f"PlainFirewallConf({fields})"
-
-
-def __getattr__(name: str) -> object:
-    """``FirewallConf`` (the pydantic model) is imported only when asked for: it costs pydantic."""
-    if name == "FirewallConf":
-        from firewall.model import FirewallConf  # noqa: PLC0415
-
-        return FirewallConf
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# ``FirewallConf`` (the pydantic model) is imported only when asked for: it costs pydantic.
+__getattr__ = fastconf.lazy_models(__name__, {"FirewallConf": "firewall.model:FirewallConf"})
 
 
 def load(config: dict[str, Any]) -> PlainFirewallConf | FirewallConf:
-    conf = load_plain(config)
-    if conf is not None:
-        return conf
-    from cni.config import parse  # noqa: PLC0415
-    from firewall.model import FirewallConf  # noqa: PLC0415
-
-    return parse(FirewallConf, config, "firewall")
+    return fastconf.load(config, _read, "firewall.model:FirewallConf", "firewall")  # type: ignore[return-value]
 
 
 def load_plain(config: dict[str, Any]) -> PlainFirewallConf | None:
     """The config read without pydantic, or None when the pydantic model must decide."""
-    if type(config) is not dict:
-        return None
-    try:
-        return _read(config)
-    except (fastconf.Unsure, ValueError):  # ValueError: a validator refused the value
-        return None
+    return fastconf.read_plain(config, _read)
 
 
 def _read(config: dict[str, Any]) -> PlainFirewallConf:

@@ -6,11 +6,11 @@ from __future__ import annotations
 from pydantic import field_validator
 
 from cni import config as netconf
-from firewall.config import BACKEND, POLICIES, admin_chain_name
-from firewall.rules import DEFAULT_ADMIN_CHAIN, ISOLATING_POLICIES, OPEN
+from firewall.config import BACKEND, POLICIES, FirewallAccessors, admin_chain_name
+from firewall.rules import DEFAULT_ADMIN_CHAIN, OPEN
 
 
-class FirewallConf(netconf.NetConf):
+class FirewallConf(netconf.NetConf, FirewallAccessors):
     """The keys the iptables backend reads; firewalld's (``firewalldZone``) are accepted and ignored."""
 
     backend: str | None = None
@@ -39,10 +39,3 @@ class FirewallConf(netconf.NetConf):
             raise ValueError(f"unknown ingress policy, expected one of {', '.join(POLICIES)}")
         return v
 
-    @property
-    def admin_chain(self) -> str:
-        return self.iptablesAdminChainName
-
-    @property
-    def isolating(self) -> bool:
-        return self.ingressPolicy in ISOLATING_POLICIES

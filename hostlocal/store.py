@@ -480,12 +480,9 @@ def _read_small_file(path: str) -> bytes:
     # O_NONBLOCK: a FIFO swapped in after the type check cannot hang the plugin.
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
-        data = os.read(fd, MAX_RESERVATION_BYTES + 1)
+        return _read_limited(fd)
     finally:
         os.close(fd)
-    if len(data) > MAX_RESERVATION_BYTES:
-        raise ValueError(f"larger than {MAX_RESERVATION_BYTES} bytes")
-    return data
 
 
 def _read_reservation_file(path: str) -> bytes:
@@ -500,9 +497,13 @@ def _read_reservation_file(path: str) -> bytes:
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise ValueError("not a regular file")
-        data = os.read(fd, MAX_RESERVATION_BYTES + 1)
+        return _read_limited(fd)
     finally:
         os.close(fd)
+
+
+def _read_limited(fd: int) -> bytes:
+    data = os.read(fd, MAX_RESERVATION_BYTES + 1)
     if len(data) > MAX_RESERVATION_BYTES:
         raise ValueError(f"larger than {MAX_RESERVATION_BYTES} bytes")
     return data

@@ -21,7 +21,6 @@ MAX_CHAIN_NAME = 28  # iptables' limit (XT_EXTENSION_MAXNAMELEN - 1)
 MAX_MAPPINGS = 4096
 MAX_CONDITION_ARGS = 64
 PROTOCOLS = ("tcp", "udp", "sctp")
-_MODEL_NAMES = ("PortMapConf", "PortMapping", "RuntimeConfig")
 
 
 def valid_chain_name(name: str) -> str:
@@ -45,7 +44,7 @@ def host_ip_for(host_ip: str, family: int) -> str | None:
     return "" if addr.is_unspecified else str(addr)
 
 
-class PlainPortMapping:
+class PlainPortMapping(fastconf.SlotsRepr):
     """One entry of ``runtimeConfig.portMappings``, as portmap.model.PortMapping reads it."""
 
     __slots__ = ("hostPort", "containerPort", "protocol", "hostIP")
@@ -59,19 +58,37 @@ class PlainPortMapping:
     def host_ip_for(self, family: int) -> str | None:
         return host_ip_for(self.hostIP, family)
 
-    def __repr__(self) -> str:
-        return (f"PlainPortMapping(hostPort={self.hostPort!r}, containerPort={self.containerPort!r}, "
-                f"protocol={self.protocol!r}, hostIP={self.hostIP!r})")
 
-
-class PlainRuntimeConfig:
+class PlainRuntimeConfig(fastconf.SlotsRepr):
     __slots__ = ("portMappings",)
 
     def __init__(self, portMappings: list[PlainPortMapping]) -> None:  # noqa: N803
         self.portMappings = portMappings
 
 
-class PlainPortMapConf:
+class PortMapAccessors:
+    """What portmap asks of its config beyond the fields; shared by the plain class and the model."""
+
+    __slots__ = ()
+    if TYPE_CHECKING:  # the fields themselves belong to the classes (pydantic reads annotations)
+        runtimeConfig: Any
+        markMasqBit: int | None
+        conditionsV4: list[str] | None
+        conditionsV6: list[str] | None
+
+    @property
+    def mappings(self) -> list[Any]:
+        return self.runtimeConfig.portMappings  # type: ignore[no-any-return]
+
+    @property
+    def mark(self) -> int:
+        return 1 << (self.markMasqBit if self.markMasqBit is not None else DEFAULT_MARK_BIT)
+
+    def conditions(self, family: int) -> list[str]:
+        return list((self.conditionsV4 if family == 4 else self.conditionsV6) or [])
+
+
+class PlainPortMapConf(PortMapAccessors, fastconf.SlotsRepr):
     """What portmap reads of its config: the fields of portmap.model.PortMapConf after its validators
     (``snat`` None means True; ``markMasqBit`` defaults to 13 unless ``externalSetMarkChain`` is set)."""
 
@@ -91,49 +108,19 @@ class PlainPortMapConf:
     stateDir: str | None
     runtimeConfig: PlainRuntimeConfig
 
-    @property
-    def mappings(self) -> list[PlainPortMapping]:
-        return self.runtimeConfig.portMappings
 
-    @property
-    def mark(self) -> int:
-        return 1 << (self.markMasqBit if self.markMasqBit is not None else DEFAULT_MARK_BIT)
-
-    def conditions(self, family: int) -> list[str]:
-        return list((self.conditionsV4 if family == 4 else self.conditionsV6) or [])
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{key}={getattr(self, key)!r}" for key in self.__slots__ if key != "runtimeConfig")
-        return f"PlainPortMapConf({fields}, mappings={self.mappings!r})"
-
-
-def __getattr__(name: str) -> object:
-    """The pydantic models are imported only when asked for: they cost pydantic."""
-    if name in _MODEL_NAMES:
-        from portmap import model  # noqa: PLC0415
-
-        return getattr(model, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# The pydantic models are imported only when asked for: they cost pydantic.
+__getattr__ = fastconf.lazy_models(__name__, {name: f"portmap.model:{name}"
+                                              for name in ("PortMapConf", "PortMapping", "RuntimeConfig")})
 
 
 def load(config: dict[str, Any]) -> PlainPortMapConf | PortMapConf:
-    conf = load_plain(config)
-    if conf is not None:
-        return conf
-    from cni.config import parse  # noqa: PLC0415
-    from portmap.model import PortMapConf  # noqa: PLC0415
-
-    return parse(PortMapConf, config, "portmap")
+    return fastconf.load(config, _read, "portmap.model:PortMapConf", "portmap")  # type: ignore[return-value]
 
 
 def load_plain(config: dict[str, Any]) -> PlainPortMapConf | None:
     """The config read without pydantic, or None when the pydantic model must decide."""
-    if type(config) is not dict:
-        return None
-    try:
-        return _read(config)
-    except (fastconf.Unsure, ValueError):  # ValueError: a validator refused the value
-        return None
+    return fastconf.read_plain(config, _read)
 
 
 def _read(config: dict[str, Any]) -> PlainPortMapConf:

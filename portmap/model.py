@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_
 from cni import config as netconf
 from portmap.config import (
     DEFAULT_MARK_BIT,
+    PortMapAccessors,
     MAX_CONDITION_ARGS,
     MAX_MAPPINGS,
     PROTOCOLS,
@@ -53,7 +54,7 @@ class RuntimeConfig(BaseModel):
     portMappings: list[PortMapping] = Field(default_factory=list, max_length=MAX_MAPPINGS)
 
 
-class PortMapConf(netconf.NetConf):
+class PortMapConf(netconf.NetConf, PortMapAccessors):
     snat: StrictBool | None = None
     markMasqBit: StrictInt | None = Field(default=None, ge=0, le=31)
     externalSetMarkChain: str | None = None
@@ -75,14 +76,3 @@ class PortMapConf(netconf.NetConf):
         if self.markMasqBit is None and self.externalSetMarkChain is None:
             self.markMasqBit = DEFAULT_MARK_BIT
         return self
-
-    @property
-    def mappings(self) -> list[PortMapping]:
-        return self.runtimeConfig.portMappings
-
-    @property
-    def mark(self) -> int:
-        return 1 << (self.markMasqBit if self.markMasqBit is not None else DEFAULT_MARK_BIT)
-
-    def conditions(self, family: int) -> list[str]:
-        return list((self.conditionsV4 if family == 4 else self.conditionsV6) or [])

@@ -53,33 +53,29 @@ def netconf_fields(config: dict[str, Any]) -> tuple[str, str, str]:
 
 
 def get_str(config: dict[str, Any], key: str, default: str) -> str:
-    value = config.get(key, _MISSING)
-    if value is _MISSING:
-        return default
-    if type(value) is not str:  # a str subclass is converted by pydantic: leave it to pydantic
-        raise Unsure(key)
-    return value
+    return _exact(config, key, str, default)
 
 
 def get_optional_str(config: dict[str, Any], key: str) -> str | None:
-    value = config.get(key)
-    if value is not None and type(value) is not str:
-        raise Unsure(key)
-    return value
+    return _exact(config, key, str, None, nullable=True)
 
 
 def get_bool(config: dict[str, Any], key: str, default: bool = False) -> bool:
-    value = config.get(key, _MISSING)
-    if value is _MISSING:
-        return default
-    if type(value) is not bool:
-        raise Unsure(key)
-    return value
+    return _exact(config, key, bool, default)
 
 
 def get_optional_bool(config: dict[str, Any], key: str) -> bool | None:
-    value = config.get(key)
-    if value is not None and type(value) is not bool:
+    return _exact(config, key, bool, None, nullable=True)
+
+
+def _exact(config: dict[str, Any], key: str, kind: type, default: Any, nullable: bool = False) -> Any:
+    """The value of ``key`` if it is exactly of type ``kind``; ``default`` when it is missing (or null,
+    for a ``nullable`` field). type() rather than isinstance(): a subclass (True for int, a str
+    subclass) is converted by pydantic, so pydantic decides."""
+    value = config.get(key, _MISSING)
+    if value is _MISSING or (nullable and value is None):
+        return default
+    if type(value) is not kind:
         raise Unsure(key)
     return value
 

@@ -1,8 +1,10 @@
 """Small file primitives shared by every on-disk store: atomic writes and flock-held locks."""
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
+import stat
 
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
@@ -29,14 +31,52 @@ def atomic_write_at(dir_fd: int, name: str, data: bytes, mode: int = 0o600, dura
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=dir_fd)
     try:
         os.fchmod(fd, mode)  # the umask must not narrow (or the caller widen) the final mode
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        write_all(fd, data)
         if durable:
             os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until all of ``data`` is written (a single write may be short)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def read_regular(path: str, dir_fd: int | None = None, limit: int | None = None,
+                 follow_symlinks: bool = False) -> bytes:
+    """The whole content of the regular file ``path`` (relative to ``dir_fd`` if given).
+
+    Opened without blocking, so a FIFO planted in its place cannot hang the plugin, and without
+    following a symlink unless ``follow_symlinks`` (ELOOP). Raises OSError EINVAL for anything that
+    is not a regular file and EFBIG beyond ``limit`` bytes (a device or a runaway file must fail
+    the call, not exhaust memory).
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow_symlinks else os.O_NOFOLLOW)
+    fd = os.open(path, flags, dir_fd=dir_fd)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        chunks, size = [], 0
+        while chunk := os.read(fd, 1 << 16):
+            size += len(chunk)
+            if limit is not None and size > limit:
+                raise OSError(errno.EFBIG, f"larger than {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def unlink_quietly(name: str, dir_fd: int | None = None) -> None:
+    """Remove ``name`` if it is there."""
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        pass
 
 
 def is_leftover_of(entry: str, name: str) -> bool:

@@ -245,21 +245,15 @@ def _receive(conn: socket.socket) -> tuple[str, dict[str, str], bytes, list[int]
             fds += [int.from_bytes(payload[i:i + 4], sys.byteorder, signed=True) for i in range(0, len(payload), 4)]
     if len(fds) != 3:
         raise ValueError(f"expected 3 descriptors, got {len(fds)}")
-    while len(data) < 8:
-        more = conn.recv(8 - len(data))
-        if not more:
-            raise EOFError
-        data += more
+    if len(data) < 8:
+        data += launcher.recv_exact(conn, 8 - len(data))
     size = int.from_bytes(data[:8], "big")
     if size > MAX_REQUEST:
         raise ValueError("request too large")
-    body = bytearray(data[8:])
-    while len(body) < size:
-        more = conn.recv(min(size - len(body), 1 << 20))
-        if not more:
-            raise EOFError
-        body += more
-    entry, env, stdin = launcher.decode_request(bytes(body))
+    body = data[8:]
+    if len(body) < size:
+        body += launcher.recv_exact(conn, size - len(body))
+    entry, env, stdin = launcher.decode_request(body)
     return entry, env, stdin, fds
 
 

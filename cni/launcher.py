@@ -42,7 +42,8 @@ def decode_request(body: bytes) -> "tuple[str, dict[str, str], bytes]":
     return fields[0].decode(), env, stdin
 
 
-def _recv_exact(sock: "_socket.socket", size: int) -> bytes:
+def recv_exact(sock: "_socket.socket", size: int) -> bytes:
+    """Exactly ``size`` bytes from ``sock``; EOFError when it closes first."""
     chunks = []
     while size:
         chunk = sock.recv(min(size, 1 << 20))
@@ -88,9 +89,9 @@ def _via_helper(entry: str, stdin: bytes) -> "tuple[bytes, int] | None":
             for fd in fds:
                 posix.close(fd)
         try:
-            size = int.from_bytes(_recv_exact(sock, 8), "big")
-            code = int.from_bytes(_recv_exact(sock, 1), "big")
-            return _recv_exact(sock, size), code
+            size = int.from_bytes(recv_exact(sock, 8), "big")
+            code = int.from_bytes(recv_exact(sock, 1), "big")
+            return recv_exact(sock, size), code
         except (EOFError, OSError):
             return HELPER_DIED, 1
     finally:

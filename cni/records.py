@@ -14,14 +14,12 @@ below it is opened without following symlinks: one planted there redirects no wr
 """
 from __future__ import annotations
 
-import errno
 import os
-import stat
 import sys
 TYPE_CHECKING = False  # typing itself costs ~2 ms to import; annotations are strings here
 
 from cni.errors import IO_FAILURE, CNIError
-from cni.files import atomic_write_at, is_leftover_of, make_dirs, open_dir_below
+from cni.files import atomic_write_at, is_leftover_of, make_dirs, open_dir_below, read_regular, unlink_quietly
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -99,7 +97,7 @@ class RecordStore:
         except OSError as exc:
             raise CNIError(IO_FAILURE, f"cannot read ownership record {path}: {exc}") from None
         try:
-            raw = _read_regular(self._name(att), dir_fd)
+            raw = read_regular(self._name(att), dir_fd)
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -154,7 +152,7 @@ class RecordStore:
         try:
             for entry in os.listdir(dir_fd):
                 if entry == name or is_leftover_of(entry, name):
-                    _unlink_quietly(entry, dir_fd)
+                    unlink_quietly(entry, dir_fd)
         finally:
             os.close(dir_fd)
         for depth in (len(dirs) - 1, len(dirs) - 2):  # the container's directory, then the network's
@@ -182,27 +180,6 @@ class RecordStore:
     def any_other_than(self, att: Attachment) -> bool:
         """Whether any attachment but ``att`` has a record (stops at the first one found)."""
         return any(other != att for other in self.attachments())
-
-
-def _read_regular(name: str, dir_fd: int) -> bytes:
-    # O_NONBLOCK: a FIFO planted in place of a record cannot hang the plugin; it is refused below.
-    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file")
-        chunks = []
-        while chunk := os.read(fd, 1 << 16):
-            chunks.append(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
-
-
-def _unlink_quietly(name: str, dir_fd: int) -> None:
-    try:
-        os.unlink(name, dir_fd=dir_fd)
-    except FileNotFoundError:
-        pass
 
 
 def _listdir(path: str) -> list[str]:

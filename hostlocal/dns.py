@@ -7,11 +7,9 @@ trailing comment (a word starting with ``#`` or ``;``) ends the line instead of 
 """
 from __future__ import annotations
 
-import errno
-import os
-import stat
 
 from cni.errors import IO_FAILURE, CNIError
+from cni.files import read_regular
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -24,29 +22,12 @@ MAX_BYTES = 1 << 20  # resolv.conf files are a few hundred bytes
 def parse_resolv_conf(path: str) -> dict[str, Any]:
     """Read and parse ``path``; only non-empty fields appear in the returned dict."""
     try:
-        data = _read_bounded(path)
+        # Bounded, never blocking on a FIFO; resolv.conf is often a symlink.
+        data = read_regular(path, limit=MAX_BYTES, follow_symlinks=True)
     except OSError as exc:
         reason = (exc.strerror or str(exc)).lower()
         raise CNIError(IO_FAILURE, f"open {path}: {reason}") from None
     return parse_resolv_conf_text(data.decode("utf-8", errors="replace"))
-
-
-def _read_bounded(path: str) -> bytes:
-    """The whole of a regular file of at most MAX_BYTES: a FIFO, a device such as /dev/zero or a runaway
-    file must fail the call, not hang it or exhaust memory."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file")
-        chunks, size = [], 0
-        while chunk := os.read(fd, 1 << 16):
-            size += len(chunk)
-            if size > MAX_BYTES:
-                raise OSError(errno.EFBIG, f"larger than {MAX_BYTES} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
 
 
 def parse_resolv_conf_text(text: str) -> dict[str, Any]:

@@ -57,9 +57,8 @@ from __future__ import annotations
 
 import errno
 import os
-import stat
 
-from cni.files import atomic_write_at, is_leftover_of, make_dirs, open_dir_below
+from cni.files import atomic_write_at, is_leftover_of, make_dirs, open_dir_below, read_regular, unlink_quietly
 from hostlocal.addresses import parse_ip
 
 TYPE_CHECKING = False
@@ -139,27 +138,17 @@ class Index:
         self._on_disk = True
 
     def _read(self) -> bytes:
+        """The saved index; b"" (corrupt, replaced by the next save) for a symlink, something not a
+        regular file, or a file far larger than anything we write."""
         dir_fd = open_dir_below(self.root, [INDEX_DIR])
         try:
-            fd = os.open(self.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+            return read_regular(self.name, dir_fd, limit=_MAX_INDEX_BYTES)
         except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                return b""  # a symlink in place of the index: corrupt, replaced by the next save
+            if exc.errno in (errno.ELOOP, errno.EINVAL, errno.EFBIG):
+                return b""
             raise
         finally:
             os.close(dir_fd)
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                return b""
-            chunks, size = [], 0
-            while chunk := os.read(fd, 1 << 20):
-                chunks.append(chunk)
-                size += len(chunk)
-                if size > _MAX_INDEX_BYTES:
-                    return b""  # not something we wrote: corrupt
-            return b"".join(chunks)
-        finally:
-            os.close(fd)
 
     def refresh(self, stamp: list[int], listing: Iterable[os.DirEntry[str]],
                 key_of: Callable[[os.DirEntry[str]], str | None]) -> None:
@@ -221,12 +210,9 @@ class Index:
 
     # -- updates ---------------------------------------------------------------------------------
 
-    def record(self, name: str, inode: int, ctime: int, key: str | None, canonical: str) -> None:
-        """A reservation this process just created."""
+    def record(self, name: str, inode: int, ctime: int, key: str | None) -> None:
+        """A reservation this process just created (under its canonical name: no alias)."""
         self.entries[name] = [inode, ctime, key]
-        if canonical != name:
-            self.aliases[name] = canonical
-            self._alias_targets.add(canonical)
         self._dirty = True
         self._reserved = True
 
@@ -296,7 +282,7 @@ class Index:
             except FileNotFoundError:
                 return
             try:
-                _unlink_quietly(self.name, dir_fd)
+                unlink_quietly(self.name, dir_fd)
                 self._remove_leftovers(dir_fd)
             finally:
                 os.close(dir_fd)
@@ -312,7 +298,7 @@ class Index:
         # Saves happen under the store's lock, so a temporary file of this index is never a live one.
         for entry in os.listdir(dir_fd):
             if is_leftover_of(entry, self.name):
-                _unlink_quietly(entry, dir_fd)
+                unlink_quietly(entry, dir_fd)
 
 
 def _decode(raw: bytes, store_dir: str) -> tuple[list[int], dict[str, list[Any]], set[str], dict[str, str]] | None:
@@ -360,13 +346,6 @@ def directory_stamp(path: str) -> list[int] | None:
     except FileNotFoundError:
         return None
     return [st.st_ino, st.st_mtime_ns, st.st_ctime_ns]
-
-
-def _unlink_quietly(name: str, dir_fd: int) -> None:
-    try:
-        os.unlink(name, dir_fd=dir_fd)
-    except FileNotFoundError:
-        pass
 
 
 _SHA256: list[Callable[[bytes], Any]] = []  # imported on first use: a VERSION exec has no use for it

@@ -27,11 +27,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import stat
 import sys
 
 from cni.errors import IO_FAILURE, CNIError
-from cni.files import atomic_write, flocked, make_dirs
+from cni.files import atomic_write, flocked, make_dirs, read_regular, write_all
 from hostlocal.addresses import address_of, parse_ip
 from hostlocal.index import Index, directory_stamp, owner_key
 from hostlocal.record import Record
@@ -74,9 +73,12 @@ class Owner(Record):
         return cls(container_id.strip(), ifname)
 
     def encode(self) -> bytes:
+        """The file's content. surrogateescape: an owner decoded from a file that was not UTF-8 encodes
+        back to the same bytes (the runtime's IDs and ifnames are validated ASCII/UTF-8 anyway)."""
+        container_id = self.container_id.encode("utf-8", errors="surrogateescape")
         if self.ifname is None:
-            return self.container_id.encode()
-        return self.container_id.encode() + LINE_BREAK + self.ifname.encode()
+            return container_id
+        return container_id + LINE_BREAK + self.ifname.encode("utf-8", errors="surrogateescape")
 
     @classmethod
     def decode(cls, data: bytes) -> Owner:
@@ -170,7 +172,7 @@ class IndexedReservations:
     def held_by(self, owner: Owner) -> list[Reservation]:
         """Reservations of this attachment, including legacy ones of the same container ID."""
         legacy = Owner(owner.container_id, None)
-        keys = {owner_key(_encode_owner(owner)), owner_key(_encode_owner(legacy))}
+        keys = {owner_key(owner.encode()), owner_key(legacy.encode())}
         held = []
         for name in self.index.names_with_keys(keys):
             reservation = self.store.reread(name)
@@ -199,14 +201,6 @@ def _emptied(reservations: Snapshot | IndexedReservations, removed: list[Reserva
     """Whether removing ``removed`` left the store of this full snapshot without any reservation."""
     return (isinstance(reservations, Snapshot) and not reservations.unreadable
             and len(reservations.reservations) == len(removed))
-
-
-def _encode_owner(owner: Owner) -> bytes:
-    # What Owner.encode writes, tolerating IDs that are not valid UTF-8 (they are never written).
-    if owner.ifname is None:
-        return owner.container_id.encode("utf-8", errors="surrogateescape")
-    return (owner.container_id.encode("utf-8", errors="surrogateescape") + LINE_BREAK
-            + owner.ifname.encode("utf-8", errors="surrogateescape"))
 
 
 def _address_name(version: int, value: int) -> str:
@@ -272,17 +266,14 @@ class Store:
                 address = parse_ip(entry.name)
             except ValueError:
                 continue  # lock, cursors, temp files: not reservations
-            problem = None
             try:
                 if entry.is_file(follow_symlinks=False):
-                    owner = Owner.decode(_read_small_file(entry.path))
+                    owner = Owner.decode(_read_reservation(entry.path))
                     snap.add(Reservation(address, entry.name, owner))
                     continue
                 problem = "not a regular file"
             except OSError as exc:
                 problem = _reason(exc)
-            except ValueError as exc:
-                problem = str(exc)
             warn(f"skipping reservation {os.path.join(self.state_dir, entry.name)}: {problem}")
             snap.unreadable.append(f"{entry.name}: {problem}")
             snap.unreadable_addresses.add(address)
@@ -355,14 +346,13 @@ class Store:
         index = self._index
         path = self._path(name)
         try:
-            data = _read_reservation_file(path)
+            data = _read_reservation(path)
         except FileNotFoundError:
             if index is not None:
                 index.forget(name)
             return None
-        except (OSError, ValueError) as exc:
-            problem = _reason(exc) if isinstance(exc, OSError) else str(exc)
-            warn(f"skipping reservation {path}: {problem}")
+        except OSError as exc:
+            warn(f"skipping reservation {path}: {_reason(exc)}")
             if index is not None:
                 index.set_key(name, None)
             return None
@@ -374,7 +364,7 @@ class Store:
         """The round-robin cursor of range set N, or None when absent or unusable."""
         path = self._path(f"{LAST_RESERVED_PREFIX}{set_index}")
         try:
-            text = _read_small_file(path).decode("ascii", errors="replace").strip()
+            text = _read_reservation(path).decode("ascii", errors="replace").strip()
             return parse_ip(text)
         except FileNotFoundError:
             return None
@@ -396,10 +386,10 @@ class Store:
         except OSError as exc:
             raise CNIError(IO_FAILURE, f"failed to reserve {address}: {_reason(exc)}") from None
         try:
-            _write_all(fd, content)
+            write_all(fd, content)
             if self._index is not None:
                 st = os.fstat(fd)
-                self._index.record(name, st.st_ino, st.st_ctime_ns, owner_key(content), str(parse_ip(name)))
+                self._index.record(name, st.st_ino, st.st_ctime_ns, owner_key(content))
         except OSError as exc:
             os.close(fd)
             _unlink_quietly(path)
@@ -475,55 +465,26 @@ class Store:
         return os.path.join(self.state_dir, name)
 
 
-def _read_small_file(path: str) -> bytes:
-    # O_NOFOLLOW: never read through a symlink planted in the directory;
-    # O_NONBLOCK: a FIFO swapped in after the type check cannot hang the plugin.
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+def _read_reservation(path: str) -> bytes:
+    """A reservation file (or cursor): a regular file of at most MAX_RESERVATION_BYTES, read without
+    following a symlink or blocking on a FIFO. A symlink is "not a regular file", as the full scan's
+    directory entry type says; everything else that goes wrong raises OSError too."""
     try:
-        return _read_limited(fd)
-    finally:
-        os.close(fd)
-
-
-def _read_reservation_file(path: str) -> bytes:
-    """:func:`_read_small_file` for one name, with the full scan's verdict on what is not a regular
-    file (there the directory entry's type decides; here a symlink fails ``O_NOFOLLOW``)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        return read_regular(path, limit=MAX_RESERVATION_BYTES)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise ValueError("not a regular file") from None
+            raise OSError(errno.EINVAL, "not a regular file") from None
         raise
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ValueError("not a regular file")
-        return _read_limited(fd)
-    finally:
-        os.close(fd)
-
-
-def _read_limited(fd: int) -> bytes:
-    data = os.read(fd, MAX_RESERVATION_BYTES + 1)
-    if len(data) > MAX_RESERVATION_BYTES:
-        raise ValueError(f"larger than {MAX_RESERVATION_BYTES} bytes")
-    return data
 
 
 def _owner_key_of(entry: os.DirEntry[str]) -> str | None:
     """The owner hash of a new directory entry, None when the full scan would skip it as unreadable."""
     try:
         if entry.is_file(follow_symlinks=False):
-            return owner_key(_read_small_file(entry.path))
-    except (OSError, ValueError):
+            return owner_key(_read_reservation(entry.path))
+    except OSError:
         pass
     return None
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
 
 
 def _unlink_quietly(path: str) -> None:

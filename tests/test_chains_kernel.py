@@ -27,6 +27,7 @@ from chains.owned import OwnedChain, SharedChain
 from chains.render import table_text
 from chains.rule import Conditions, Match, Rule, Target, comment, parse_args, parse_conditions, render, to_args
 from chains.table import Tx, apply, read
+from tests.reference_tables import REFERENCE_FILTER
 
 pytestmark = pytest.mark.root
 
@@ -159,18 +160,6 @@ REFERENCE_NAT = f"""*nat
 COMMIT
 """
 
-REFERENCE_FILTER = """*filter
-:INPUT ACCEPT [0:0]
-:FORWARD ACCEPT [0:0]
-:OUTPUT ACCEPT [0:0]
-:CNI-ADMIN - [0:0]
-:CNI-FORWARD - [0:0]
--A FORWARD -m comment --comment "CNI firewall plugin rules" -j CNI-FORWARD
--A CNI-FORWARD -m comment --comment "CNI firewall plugin admin overrides" -j CNI-ADMIN
--A CNI-FORWARD -d 10.88.0.5/32 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
--A CNI-FORWARD -s 10.88.0.5/32 -j ACCEPT
-COMMIT
-"""
 
 
 def ensure_all(chains: list[OwnedChain]) -> Callable[[Tx], bool]:

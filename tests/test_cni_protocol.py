@@ -66,6 +66,16 @@ def test_version_command_lists_supported_versions() -> None:
     assert out["supportedVersions"] == list(PLUGIN.versions) and out["cniVersion"] == "1.1.0"
 
 
+@pytest.mark.parametrize("supported", [("1.0.0",), ("0.3.1", "0.4.0", "1.0.0", "1.1.0")])
+def test_version_answer_is_byte_for_byte_what_json_prints(supported: tuple[str, ...]) -> None:
+    """VERSION is written by hand (no json import on that path): it must not drift from the JSON
+    every other answer is printed as."""
+    plugin = skel.Plugin(name="v", add=_add, delete=lambda r: None, versions=supported)
+    out, code = skel.execute(plugin, {"CNI_COMMAND": "VERSION"}, b"")
+    assert code == 0
+    assert out == json.dumps({"cniVersion": "1.1.0", "supportedVersions": list(supported)}, indent=4).encode() + b"\n"
+
+
 @pytest.mark.parametrize("overrides,code,msg", [
     ({"CNI_COMMAND": "BOGUS"}, 4, "unknown CNI_COMMAND: BOGUS"),
     ({"CNI_CONTAINERID": None, "CNI_IFNAME": None}, 4, "required env variables [CNI_CONTAINERID,CNI_IFNAME] missing"),

@@ -11,20 +11,11 @@ from typing import Any
 import pytest
 
 from tests.netenv import EXTERNAL_NET, EXTERNAL_NET6, Node, node_env, request, server
+from tests.reference_tables import REFERENCE_FILTER
 
 pytestmark = pytest.mark.root
 
-REF_FILTER = """*filter
-:INPUT ACCEPT [0:0]
-:FORWARD ACCEPT [0:0]
-:OUTPUT ACCEPT [0:0]
-:CNI-ADMIN - [0:0]
-:CNI-FORWARD - [0:0]
--A FORWARD -m comment --comment "CNI firewall plugin rules" -j CNI-FORWARD
--A CNI-FORWARD -m comment --comment "CNI firewall plugin admin overrides" -j CNI-ADMIN
--A CNI-FORWARD -d 10.88.0.5/32 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
--A CNI-FORWARD -s 10.88.0.5/32 -j ACCEPT
-COMMIT""".splitlines()  # ../shared/reference.md §2.4, the firewall's part, verbatim
+REF_FILTER = REFERENCE_FILTER.splitlines()
 
 
 def touch_tables(node: Node) -> None:

@@ -190,9 +190,8 @@ def test_an_unchanged_directory_costs_no_file_read(store: Store, monkeypatch: py
         write_reservation(store, str(ipaddress.IPv4Address(int(ip("10.1.0.2")) + n)), f"c{n}\r\neth0".encode())
     reserve(store, "10.2.0.2", "mine")  # first use: everything read once, the index created
     reads: list[str] = []
-    for name in ("_read_small_file", "_read_reservation_file"):
-        original = getattr(store_module, name)
-        monkeypatch.setattr(store_module, name, lambda path, original=original: reads.append(path) or original(path))
+    original = store_module._read_reservation  # every reservation file is read through it
+    monkeypatch.setattr(store_module, "_read_reservation", lambda path: reads.append(path) or original(path))
     assert held(store, "c17") == ["10.1.0.19"]
     assert release(store, "c18") == ["10.1.0.20"]
     with store.locked():  # an ADD: the duplicate check and the candidate walk read nothing

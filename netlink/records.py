@@ -52,6 +52,7 @@ class Link(_Record):
         "vlan_filtering",
         "hairpin",
         "isolated",
+        "txqlen",
     )
     index: int
     name: str
@@ -67,6 +68,7 @@ class Link(_Record):
     vlan_filtering: bool | None  # bridges only
     hairpin: bool | None  # bridge ports only
     isolated: bool | None  # bridge ports only
+    txqlen: int | None  # transmit queue length (IFLA_TXQLEN); None when the kernel did not say
 
     def __init__(
         self,
@@ -85,6 +87,7 @@ class Link(_Record):
         vlan_filtering: bool | None = None,
         hairpin: bool | None = None,
         isolated: bool | None = None,
+        txqlen: int | None = None,
     ) -> None:
         self.index = index
         self.name = name
@@ -100,6 +103,7 @@ class Link(_Record):
         self.vlan_filtering = vlan_filtering
         self.hairpin = hairpin
         self.isolated = isolated
+        self.txqlen = txqlen
 
     @property
     def up(self) -> bool:
@@ -109,6 +113,10 @@ class Link(_Record):
     @property
     def promisc(self) -> bool:
         return bool(self.flags & c.IFF_PROMISC)
+
+    @property
+    def allmulti(self) -> bool:
+        return bool(self.flags & c.IFF_ALLMULTI)
 
 
 class Addr(_Record):
@@ -270,6 +278,7 @@ def decode_link(body: bytes) -> Link:
         vlan_filtering=_optional_flag(bridge_data, c.IFLA_BR_VLAN_FILTERING),
         hairpin=_optional_flag(port_data, c.IFLA_BRPORT_MODE),
         isolated=_optional_flag(port_data, c.IFLA_BRPORT_ISOLATED),
+        txqlen=u32(attrs[c.IFLA_TXQLEN]) if c.IFLA_TXQLEN in attrs else None,
     )
 
 

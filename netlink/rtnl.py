@@ -262,6 +262,8 @@ class Netlink:
         promisc: bool | None = None,
         netns_fd: int | None = None,
         name: str | None = None,
+        allmulti: bool | None = None,
+        txqlen: int | None = None,
     ) -> None:
         """Change a link; None leaves a setting alone.
 
@@ -271,6 +273,7 @@ class Netlink:
         """
         flags, change = _flag_change(0, 0, c.IFF_UP, up)
         flags, change = _flag_change(flags, change, c.IFF_PROMISC, promisc)
+        flags, change = _flag_change(flags, change, c.IFF_ALLMULTI, allmulti)
         attrs = []
         if netns_fd is not None:
             attrs.append(attr_u32(c.IFLA_NET_NS_FD, netns_fd))
@@ -278,6 +281,8 @@ class Netlink:
             attrs.append(attr_str(c.IFLA_IFNAME, name))
         if mtu is not None:
             attrs.append(attr_u32(c.IFLA_MTU, mtu))
+        if txqlen is not None:
+            attrs.append(attr_u32(c.IFLA_TXQLEN, txqlen))
         if mac is not None:
             attrs.append(attr(c.IFLA_ADDRESS, parse_mac(mac)))
         if master is not None:

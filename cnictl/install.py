@@ -32,6 +32,8 @@ PLUGIN_ENTRIES: dict[str, str] = {
     "host-local": "hostlocal.plugin:PLUGIN",
     "portmap": "portmap.plugin:PLUGIN",
     "firewall": "firewall.plugin:PLUGIN",
+    "loopback": "loopback.plugin:PLUGIN",
+    "tuning": "tuning.plugin:PLUGIN",
 }
 
 

@@ -35,8 +35,8 @@ PLUGIN = Plugin(name="ctl-dummy", add=_add, delete=_noop, versions=("1.0.0", "1.
 
 def test_default_install_writes_one_launcher_per_plugin_type(tmp_path: Path) -> None:
     written = install.install(str(tmp_path))
-    assert sorted(os.listdir(tmp_path)) == ["bridge", "firewall", "host-local", "portmap"]
-    assert written == [str(tmp_path / name) for name in ("bridge", "host-local", "portmap", "firewall")]
+    assert sorted(os.listdir(tmp_path)) == sorted(install.PLUGIN_ENTRIES)
+    assert written == [str(tmp_path / name) for name in install.PLUGIN_ENTRIES]
     for name, entry in install.PLUGIN_ENTRIES.items():
         path = tmp_path / name
         assert stat.S_IMODE(path.stat().st_mode) == 0o755
@@ -45,8 +45,10 @@ def test_default_install_writes_one_launcher_per_plugin_type(tmp_path: Path) -> 
         assert second == f"# pycni-entry: {entry}"
         assert invoke._own_entry(str(path)) == entry  # what cni.invoke keys in-process delegation on
         compile(path.read_text(), str(path), "exec")
-    assert install.PLUGIN_ENTRIES == {"bridge": "bridge.plugin:PLUGIN", "host-local": "hostlocal.plugin:PLUGIN",
-                                      "portmap": "portmap.plugin:PLUGIN", "firewall": "firewall.plugin:PLUGIN"}
+    expected = {"bridge": "bridge.plugin:PLUGIN", "host-local": "hostlocal.plugin:PLUGIN",
+                "portmap": "portmap.plugin:PLUGIN", "firewall": "firewall.plugin:PLUGIN",
+                "loopback": "loopback.plugin:PLUGIN", "tuning": "tuning.plugin:PLUGIN"}
+    assert expected.items() <= install.PLUGIN_ENTRIES.items()
 
 
 def test_interpreter_is_the_venv_python_not_the_resolved_one() -> None:
@@ -84,8 +86,9 @@ def test_cli_install_with_only(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert cli.main(["install", "--dest", str(tmp_path), "--only", "portmap,bridge", "--only", "bridge"]) == 0
     assert sorted(os.listdir(tmp_path)) == ["bridge", "portmap"]
     assert capsys.readouterr().out.split() == [str(tmp_path / "portmap"), str(tmp_path / "bridge")]
-    assert cli.main(["install", "--dest", str(tmp_path), "--only", "tuning"]) == 1
-    assert "unknown plugin type(s) tuning; known: bridge, host-local, portmap, firewall" in capsys.readouterr().err
+    assert cli.main(["install", "--dest", str(tmp_path), "--only", "no-such-plugin"]) == 1
+    known = ", ".join(install.PLUGIN_ENTRIES)
+    assert f"unknown plugin type(s) no-such-plugin; known: {known}" in capsys.readouterr().err
 
 
 def test_launcher_forms(tmp_path: Path) -> None:

@@ -1,0 +1,1 @@
+"""The loopback plugin: brings ``lo`` up in the container's network namespace."""

@@ -13,7 +13,7 @@ from cni import args as cni_args
 from bridge import DEFAULT_BRIDGE
 from cni import faults, skel
 from cni.errors import INTERNAL, UNKNOWN_CONTAINER, CNIError
-from cni.records import Attachment, RecordStore, state_dir
+from cni.records import Attachment, RecordStore, is_foreign, state_dir
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -157,10 +157,13 @@ def _routes_with_defaults(routes: list[dict[str, Any]], ips: list[dict[str, Any]
 
 
 def _previous_record(store: RecordStore, att: Attachment) -> dict[str, Any] | None:
+    """An earlier ADD's record; None when there is none, it is corrupt, or it is foreign (another boot's
+    or another network namespace's: nothing it names exists here)."""
     try:
-        return store.load(att)
+        record = store.load(att)
     except CNIError:
         return None
+    return None if record is not None and is_foreign(record) else record
 
 
 def _undo_add(req: Request, ipam: str, store: RecordStore, att: Attachment, previous: dict[str, Any] | None,
@@ -252,6 +255,8 @@ def cmd_del(req: Request) -> None:
         record = store.load(att)
         if record is None and not store.keeps_records():
             record = {}  # no state directory at all (lost, or a fresh node): sweep by name
+        elif record is not None and is_foreign(record):
+            record = None  # another boot's or namespace's: it owns nothing in these tables (IPAM is still told)
     except CNIError as err:  # a corrupt record must not make DEL fail: tear down by name instead
         print(f"bridge: {err}; tearing down without it", file=sys.stderr)
         record = {}
@@ -287,17 +292,18 @@ def cmd_gc(req: Request) -> None:
     """Remove masquerade rules and records of attachments the runtime no longer knows; forward to IPAM."""
     from bridge import config, ipmasq, links  # noqa: PLC0415
     from cni import invoke  # noqa: PLC0415
-    from cni.gc import valid_attachments  # noqa: PLC0415
+    from cni.gc import collectable, valid_attachments  # noqa: PLC0415
     from netlink.rtnl import Netlink  # noqa: PLC0415
 
     conf = config.load(req.config)
     valid = valid_attachments(req.config)
     store = _store(req)
     errors: list[str] = []
-    for att in list(store.attachments(req.network)):
-        if (att.container_id, att.ifname) in valid:
-            continue
+    for att, foreign in collectable(store, req.network, valid):
         try:
+            if foreign:  # another boot's or namespace's: its veth and chain are not in this node's tables
+                store.delete(att)
+                continue
             record = store.load(att) or {}
             if record.get("hostVeth"):
                 with Netlink.open() as nl:

@@ -7,6 +7,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from cni.records import Attachment, RecordStore
+
 VALID_KEY = "cni.dev/valid-attachments"
 LEGACY_KEY = "cni.dev/attachments"  # libcni also sends the spec's misspelled key
 
@@ -25,3 +27,25 @@ def valid_attachments(config: dict[str, Any]) -> set[tuple[str, str]]:
             raise CNIError(INVALID_CONFIG, f"{VALID_KEY} entries need string containerID and ifname: {entry!r}"[:300])
         valid.add((entry["containerID"], entry["ifname"]))
     return valid
+
+
+def collectable(store: RecordStore, network: str, valid: set[tuple[str, str]]) -> list[tuple[Attachment, bool]]:
+    """The records of ``network`` a GC removes, each with whether it is *foreign*.
+
+    A record is collected when the runtime no longer lists its attachment, or when it was written in
+    another boot or another network namespace (``cni.records.is_foreign``) even if listed: its rules
+    were in tables that are gone, so only the record (and what it claims on disk) goes, and no table
+    is touched on its account. A corrupt record is collected (as not foreign) only when not listed.
+    """
+    from cni.records import is_foreign  # noqa: PLC0415
+
+    found = []
+    for att in list(store.attachments(network)):
+        try:
+            data = store.load(att)
+        except CNIError:
+            data = None
+        foreign = data is not None and is_foreign(data)
+        if foreign or (att.container_id, att.ifname) not in valid:
+            found.append((att, foreign))
+    return found

@@ -11,6 +11,13 @@ The path components are validated names (network and container ID by the spec's 
 by the kernel's rules), so none of them can climb out of the state directory, and every directory
 below it is opened without following symlinks: one planted there redirects no write and no unlink
 (the record is then unreadable, as a corrupt one is). Directories are created 0700, records 0600.
+
+Every record also names its **origin**: the boot (``/proc/sys/kernel/random/boot_id``) and the
+network namespace (st_dev/st_ino of ``/proc/thread-self/ns/net`` plus the namespace's cookie, which
+unlike the inode number is never reused within a boot) it was written in. A record describes rules
+in the tables of that namespace during that boot only: when a node loses its tables and namespaces
+without DELs (a reboot with /var/lib kept, a node namespace deleted), its records are *foreign* to
+the node that comes after, never keep a rule or a claim alive there, and are collected by GC.
 """
 from __future__ import annotations
 
@@ -39,6 +46,81 @@ def state_dir(config: dict[str, Any]) -> str:
             raise CNIError(7, f"stateDir must be an absolute path: {configured!r}")
         return os.path.normpath(configured)
     return os.environ.get(STATE_DIR_ENV) or DEFAULT_STATE_DIR
+
+
+ORIGIN_KEY = "origin"
+_BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id"
+_SO_NETNS_COOKIE = 71  # linux/socket.h; Python's socket module names it only from 3.13 on
+_origin: tuple[int, dict[str, Any]] | None = None  # (pid, origin): read once per process
+
+
+def current_origin() -> dict[str, Any]:
+    """Where this process runs: ``{"bootID": str, "netns": "dev:ino", "netnsCookie": int}``.
+
+    Read once per process, in the thread that runs the plugin (plugins run in the node namespace).
+    Cached per pid: the resident helper forks its workers before they join the caller's namespace,
+    so a value computed in a parent is never trusted in a child. A field that cannot be read is left
+    out and then never makes a record foreign.
+    """
+    global _origin
+    pid = os.getpid()
+    if _origin is None or _origin[0] != pid:
+        _origin = (pid, _read_origin())
+    return _origin[1]
+
+
+def _read_origin() -> dict[str, Any]:
+    origin: dict[str, Any] = {}
+    try:
+        with open(_BOOT_ID_FILE, "rb") as f:
+            origin["bootID"] = f.read().decode().strip()
+    except OSError:
+        pass
+    for path in ("/proc/thread-self/ns/net", "/proc/self/ns/net"):
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        origin["netns"] = f"{st.st_dev}:{st.st_ino}"
+        break
+    try:
+        import _socket  # noqa: PLC0415 - the C half; the socket wrapper costs ~6 ms
+
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM)
+        try:
+            origin["netnsCookie"] = int.from_bytes(sock.getsockopt(_socket.SOL_SOCKET, _SO_NETNS_COOKIE, 8),
+                                                   sys.byteorder)
+        finally:
+            sock.close()
+    except OSError:  # kernels before 5.14: the inode number alone then
+        pass
+    return origin
+
+
+def same_origin(a: Any, b: Any) -> bool:
+    """Whether two origins may be the same boot and namespace: only fields both name are compared."""
+    if not isinstance(a, dict) or not isinstance(b, dict):
+        return True
+    return all(a[key] == b[key] for key in ("bootID", "netns", "netnsCookie") if key in a and key in b)
+
+
+def origin_of(data: dict[str, Any]) -> str:
+    """``"current"``, ``"unknown"`` (a record written before records named their origin),
+    ``"another boot"`` or ``"another network namespace"``."""
+    recorded = data.get(ORIGIN_KEY)
+    if not isinstance(recorded, dict):
+        return "unknown"
+    here = current_origin()
+    if "bootID" in recorded and "bootID" in here and recorded["bootID"] != here["bootID"]:
+        return "another boot"
+    return "current" if same_origin(recorded, here) else "another network namespace"
+
+
+def is_foreign(data: dict[str, Any]) -> bool:
+    """Whether a record describes another boot's or another namespace's tables, so that nothing it names
+    exists here. Records without an origin (written by earlier versions) are *not* foreign: they are
+    trusted as before, since nothing says they are stale."""
+    return not same_origin(data.get(ORIGIN_KEY), current_origin())
 
 
 def _safe_component(name: str) -> str:
@@ -118,6 +200,7 @@ class RecordStore:
         body = {"format": RECORD_FORMAT, "network": att.network, "containerID": att.container_id,
                 "ifname": att.ifname}
         body.update(data)
+        body[ORIGIN_KEY] = current_origin()  # after the payload: a record re-saved from a load is made here now
         import json  # noqa: PLC0415
 
         payload = json.dumps(body, sort_keys=True).encode()

@@ -3,7 +3,8 @@
     cnictl add|check|del NETWORK NETNS [--ifname eth0] [--container-id ID] [--args 'K=V;K=V']
                                        [--port-mappings JSON | --publish HOST:CONTAINER[/PROTO][@HOSTIP] ...]
                                        [--cap NAME=JSON ...]
-    cnictl gc NETWORK [NETNS] [--valid CONTAINERID/IFNAME ...]
+    cnictl gc NETWORK [NETNS] [--valid CONTAINERID/IFNAME ...] [--dry-run]
+    cnictl show [NETWORK] [--json]
     cnictl status NETWORK [NETNS]
     cnictl install [--dest /opt/cni/bin] [--only TYPE[,TYPE]] [--python PATH] [--direct]
     cnictl helper [--socket PATH]
@@ -81,7 +82,17 @@ def build_parser() -> argparse.ArgumentParser:
     gc.add_argument("netns", metavar="NETNS", nargs="?", help="accepted for cnitool compatibility; unused")
     gc.add_argument("--valid", action="append", default=[], metavar="CONTAINERID/IFNAME",
                     help="an attachment to keep (repeatable); without any, every cached one is deleted")
+    gc.add_argument("--dry-run", action="store_true",
+                    help="list what would be deleted and removed, and change nothing")
     gc.set_defaults(handler=_cmd_gc)
+
+    show = commands.add_parser("show", parents=[paths], help="list every attachment and check it against the node",
+                               description="List every attachment on the node (from the plugins' ownership "
+                               "records and the result cache) and check each against the live node. Exit "
+                               "status 3 when anything drifted, 1 when cnictl itself failed.")
+    show.add_argument("network", metavar="NETWORK", nargs="?", help="only this network (default: all of them)")
+    show.add_argument("--json", action="store_true", help="machine-readable output")
+    show.set_defaults(handler=_cmd_show)
 
     status = commands.add_parser("status", parents=[paths], help="ask every plugin whether it is ready")
     status.add_argument("network", metavar="NETWORK")
@@ -133,9 +144,25 @@ def _cmd_del(args: argparse.Namespace) -> int:
 def _cmd_gc(args: argparse.Namespace) -> int:
     net = config.find(args.network, args.conf_dir)
     valid = [parse_valid_attachment(item) for item in args.valid]
+    if args.dry_run:
+        from cnictl import show  # noqa: PLC0415
+
+        if net.disable_gc:
+            print(f'cnictl: network "{net.name}" sets disableGC; gc would collect nothing', file=sys.stderr)
+        for removal in show.gc_plan(net, args.cache_dir, valid):
+            print(removal.text())
+        return 0
     if not _runtime(args).gc(net, valid):
         print(f'cnictl: network "{net.name}" sets disableGC; nothing was collected', file=sys.stderr)
     return 0
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    from cnictl import show  # noqa: PLC0415
+
+    views = show.collect(show.networks(args.conf_dir, args.network), args.cache_dir)
+    print(show.render_json(views) if args.json else show.render_table(views))
+    return show.EXIT_DRIFT if any(view.problems for view in views) else 0
 
 
 def _cmd_status(args: argparse.Namespace) -> int:

@@ -68,6 +68,20 @@ def find(name: str, conf_dir: str) -> NetworkList:
     raise ConfigError(f'no network configuration with name "{name}" in {conf_dir}')
 
 
+def names(conf_dir: str) -> list[str]:
+    """Every network name the directory configures, in the order :func:`find` searches; a file that
+    cannot be read or names no network is skipped (``find`` reports it when that name is asked for)."""
+    found: list[str] = []
+    for path in _files_with(conf_dir, LIST_EXTENSIONS) + _files_with(conf_dir, SINGLE_EXTENSIONS):
+        try:
+            name = _declared_name(_read_object(path)[0], path)
+        except ConfigError:
+            continue
+        if name not in found:
+            found.append(name)
+    return found
+
+
 def load_file(path: str) -> NetworkList:
     """One file, as a list: a ``.conflist`` as is, anything else as a single-plugin config."""
     data, raw = _read_object(path)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 
 from cni.errors import IO_FAILURE, CNIError
-from cni.records import RecordStore, state_dir
+from cni.records import RecordStore, is_foreign, state_dir
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -93,10 +93,17 @@ def from_record(data: dict[str, Any]) -> dict[int, Holdings]:
 
 
 def load(store: RecordStore, att: Attachment) -> dict[int, Holdings] | None:
-    """The attachment's holdings; None without a record. A corrupt record raises CNIError (code 5)."""
+    """The attachment's holdings; None without a record. A corrupt record raises CNIError (code 5).
+
+    A foreign record (written in another boot or another network namespace) holds nothing: its rules
+    were in tables that are gone, so it never keeps a rule here (:func:`claims`), a DEL or GC of it
+    removes no rule, and a re-ADD over it has no stale rules to take out.
+    """
     data = store.load(att)
     if data is None:
         return None
+    if is_foreign(data):
+        return empty()
     try:
         return from_record(data)
     except ValueError as exc:

@@ -155,11 +155,11 @@ def cmd_check(req: Request) -> None:
 
 def cmd_gc(req: Request) -> None:
     """Remove the rules and records of this network's attachments the runtime no longer has."""
-    from cni.gc import valid_attachments  # noqa: PLC0415
+    from cni.gc import collectable, valid_attachments  # noqa: PLC0415
 
     valid = valid_attachments(req.config)
     store = store_for(req.config)
-    stale = [att for att in store.attachments(req.network) if (att.container_id, att.ifname) not in valid]
+    stale = [att for att, _foreign in collectable(store, req.network, valid)]  # a foreign one holds nothing
     if not stale:
         return
     drop = empty()

@@ -11,7 +11,7 @@ import sys
 
 from cni import faults, skel
 from cni.errors import INTERNAL, INVALID_CONFIG, NOT_AVAILABLE, CNIError
-from cni.records import Attachment, RecordStore, state_dir
+from cni.records import ORIGIN_KEY, Attachment, RecordStore, is_foreign, state_dir
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -73,8 +73,11 @@ def cmd_add(req: Request) -> dict[str, Any]:
 
 
 def _load_record(store: RecordStore, att: Attachment) -> dict[str, Any]:
+    """The attachment's record; {} when there is none or it is foreign (another boot's or another network
+    namespace's: none of its chains or claims exist here)."""
     try:
-        return store.load(att) or {}
+        record = store.load(att) or {}
+        return {} if record and is_foreign(record) else record
     except CNIError as err:
         print(f"portmap: {err}; treating it as covering both families", file=sys.stderr)
         return {"families": [4, 6]}
@@ -114,6 +117,10 @@ def cmd_del(req: Request) -> None:
         print(f"portmap: {err}; removing by chain name in both families", file=sys.stderr)
         record = {"families": [4, 6]}
         claims.release_all(state_dir(req.config), att)  # the record no longer says which ports it held
+    if record is not None and is_foreign(record):  # its chains were in another boot's or namespace's tables
+        claims.release(state_dir(req.config), att, list(record.get("claims", [])), record[ORIGIN_KEY])
+        store.delete(att)
+        return
     for family in _families_to_remove(req, record, store):
         from portmap import apply, host  # noqa: PLC0415 - not needed when there is nothing to remove
 
@@ -143,16 +150,19 @@ def cmd_check(req: Request) -> None:
 
 def cmd_gc(req: Request) -> None:
     """Remove the chains and records of attachments of this network that the runtime no longer has."""
-    from cni.gc import valid_attachments  # noqa: PLC0415
+    from cni.gc import collectable, valid_attachments  # noqa: PLC0415
     from portmap import apply, claims  # noqa: PLC0415
 
     valid = valid_attachments(req.config)
     store = _store(req)
     errors = []
-    for att in list(store.attachments(req.network)):
-        if (att.container_id, att.ifname) in valid:
-            continue
+    for att, foreign in collectable(store, req.network, valid):
         try:
+            if foreign:  # another boot's or namespace's: only its record and its claims are left of it
+                record = store.load(att) or {}
+                claims.release(state_dir(req.config), att, list(record.get("claims", [])), record.get(ORIGIN_KEY))
+                store.delete(att)
+                continue
             record = _load_record(store, att)
             for family in record.get("families", [4, 6]):
                 apply.unforward(att.network, att.container_id, int(family))

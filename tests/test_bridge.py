@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from cni import types
+from tests import witness
 from tests.netenv import EXTERNAL_NET, Node, node_env, ns_exec, request, server
 
 pytestmark = pytest.mark.root
@@ -58,6 +59,12 @@ def test_two_containers_get_distinct_addresses_and_reach_each_other(node: Node) 
     assert r1["interfaces"][1]["name"].startswith("veth") and r1["interfaces"][2]["sandbox"] == f"/run/netns/{c1}"
     assert r1["ips"][0]["interface"] == 2 and r1["ips"][0]["gateway"] == "10.88.0.1"
     types.validate_result(r1, "1.0.0")
+    # Read back through pyroute2, an rtnetlink implementation independent of the plugin's own.
+    assert witness.addresses(c1, "eth0", 4) == ["10.88.0.2/24"]
+    assert witness.default_route(c1) == witness.WitnessedRoute(dst="0.0.0.0/0", gw="10.88.0.1", dev="eth0")
+    host_veth = witness.link(node.ns, r1["interfaces"][1]["name"])
+    assert host_veth is not None and (host_veth.kind, host_veth.master, host_veth.up) == ("veth", "cni0", True)
+    assert witness.link(c1, "eth0").mac == r1["interfaces"][2]["mac"]
     with server(c2, "tcp", 7000, tag="c2"):
         assert request(c1, "tcp", ip2, 7000) == f"c2 {ip1}"
     with server(node.ns, "tcp", 7001, tag="node"):

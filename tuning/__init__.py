@@ -1,0 +1,1 @@
+"""The tuning plugin: sysctls and link attributes of the container interface, restored on DEL."""

@@ -100,17 +100,7 @@ def configure_container(ctr_nl: Netlink, netns_path: str, ifname: str, ips: list
     if link is None:
         raise CNIError(999, f"container interface {ifname} not found after creation")
     has_v6 = any(ipaddress.ip_interface(ip["address"]).version == 6 for ip in ips)
-    with netns.enter(netns_path):
-        _try_sysctl(f"net/ipv4/conf/{ifname}/arp_notify", "1")
-        if has_v6:
-            _try_sysctl("net/ipv6/conf/lo/disable_ipv6", "0")
-            _try_sysctl(f"net/ipv6/conf/{ifname}/disable_ipv6", "0")
-            _try_sysctl(f"net/ipv6/conf/{ifname}/keep_addr_on_down", "1")
-        if enabledad:
-            _try_sysctl(f"net/ipv6/conf/{ifname}/enhanced_dad", "1")
-            _try_sysctl(f"net/ipv6/conf/{ifname}/accept_dad", "1")
-        else:
-            _try_sysctl(f"net/ipv6/conf/{ifname}/accept_dad", "0")
+    set_container_sysctls(netns_path, ifname, has_v6, enabledad)
     for ip in ips:
         ctr_nl.addr_add(link.index, ip["address"])
     ctr_nl.link_set(link.index, up=True)
@@ -123,6 +113,21 @@ def configure_container(ctr_nl: Netlink, netns_path: str, ifname: str, ips: list
         except NetlinkError as err:
             raise CNIError(999, f"failed to add route {route}: {err}") from None
     return ctr_nl.link_get(ifname) or link
+
+
+def set_container_sysctls(netns_path: str, ifname: str, has_v6: bool, enabledad: bool) -> None:
+    """The container interface's sysctls before it gets addresses (shared with ptp and host-device)."""
+    with netns.enter(netns_path):
+        _try_sysctl(f"net/ipv4/conf/{ifname}/arp_notify", "1")
+        if has_v6:
+            _try_sysctl("net/ipv6/conf/lo/disable_ipv6", "0")
+            _try_sysctl(f"net/ipv6/conf/{ifname}/disable_ipv6", "0")
+            _try_sysctl(f"net/ipv6/conf/{ifname}/keep_addr_on_down", "1")
+        if enabledad:
+            _try_sysctl(f"net/ipv6/conf/{ifname}/enhanced_dad", "1")
+            _try_sysctl(f"net/ipv6/conf/{ifname}/accept_dad", "1")
+        else:
+            _try_sysctl(f"net/ipv6/conf/{ifname}/accept_dad", "0")
 
 
 def ensure_gateway_address(nl: Netlink, bridge: Link, gateway_cidr: str, force: bool) -> None:

@@ -40,3 +40,12 @@ class CNIError(Exception):
 
 def invalid_config(msg: str, details: str = "") -> CNIError:
     return CNIError(INVALID_CONFIG, msg, details)
+
+
+def invalid_value(plugin: str, key: str, value: object, expected: str) -> CNIError:
+    """Code 7 naming a config key, what it should be and what it is (shortened):
+    ``invalid ptp config: mtu: expected an integer from 0 to 65535 (got 'big')``."""
+    shown = repr(value)
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
+    return CNIError(INVALID_CONFIG, f"invalid {plugin} config: {key}: expected {expected} (got {shown})")

@@ -32,6 +32,7 @@ PLUGIN_ENTRIES: dict[str, str] = {
     "host-local": "hostlocal.plugin:PLUGIN",
     "portmap": "portmap.plugin:PLUGIN",
     "firewall": "firewall.plugin:PLUGIN",
+    "ptp": "ptp.plugin:PLUGIN",
     "loopback": "loopback.plugin:PLUGIN",
     "tuning": "tuning.plugin:PLUGIN",
 }

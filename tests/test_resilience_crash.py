@@ -51,7 +51,9 @@ FIREWALL = firewall_available()
 ADD_STEPS = ("bridge", "portmap") + (("firewall",) if FIREWALL else ())
 # Which plugin's ADD (or DEL) passes each family of points; chains.* is in every plugin that commits.
 POINT_OWNERS = {"bridge.": ("bridge",), "hostlocal.": ("bridge",), "portmap.": ("portmap",),
-                "firewall.": ("firewall",), "chains.": ("bridge", "portmap", "firewall")}
+                "firewall.": ("firewall",), "chains.": ("bridge", "portmap", "firewall"),
+                # tested in tests/test_ptp.py and tests/test_host_device.py (not in this chain)
+                "ptp.": ("ptp",), "hostdevice.": ("host-device",)}
 ERROR_CODES = (1, 2, 3, 4, 5, 6, 7, 11, 50, 51, 999)
 OUTCOMES: dict[str, list[str]] = {"del": [], "retry": [], "del-kill": [], "timed": [], "corrupt": []}
 

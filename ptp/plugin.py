@@ -1,0 +1,239 @@
+"""The ptp plugin's commands: ADD, DEL, CHECK, STATUS and GC.
+
+A veth pair per container, its node end in the node's namespace: the container reaches its gateway
+(an address the node end holds) over the pair and everything else through the node's routing.
+
+Like bridge, an attachment's ownership record (host veth, addresses, whether it has masquerade rules)
+is written before anything is created, so DEL is exact without prevResult and with the container's
+namespace gone (the reference then skips its ipMasq teardown and leaks the chain), and a failed ADD
+undoes what it did.
+"""
+from __future__ import annotations
+
+import sys
+
+from cni import args as cni_args
+from cni import faults, skel
+from cni.errors import INTERNAL, INVALID_CONFIG, UNKNOWN_CONTAINER, CNIError
+from cni.records import Attachment, RecordStore, state_dir
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from cni.skel import Request
+
+KNOWN_ARGS = frozenset({"IP"}) | cni_args.KUBERNETES_KEYS
+OWNER = "ptp"
+
+
+def _store(req: Request) -> RecordStore:
+    return RecordStore(state_dir(req.config), OWNER)
+
+
+def _attachment(req: Request) -> Attachment:
+    return Attachment(req.network, req.container_id, req.ifname)
+
+
+def _ipam_type(config: dict[str, Any]) -> str:
+    """The IPAM type, read tolerantly: DEL must clean up even when the config would not validate."""
+    ipam = config.get("ipam")
+    kind = ipam.get("type") if isinstance(ipam, dict) else None
+    return kind if isinstance(kind, str) else ""
+
+
+def _masq_backend(backend: object) -> dict[str, Any]:
+    """Keyword arguments choosing bridge.ipmasq's backend (``ipMasqBackend``)."""
+    # TODO(ipMasqBackend): return {"backend": backend} once bridge.ipmasq's setup/teardown/check take it.
+    return {}
+
+
+def cmd_add(req: Request) -> dict[str, Any]:
+    import ipaddress  # noqa: PLC0415 - ~5 ms to import; VERSION must not pay for it
+
+    from bridge import ipmasq  # noqa: PLC0415 - only ADD/DEL/CHECK pay for these
+    from bridge import links as veths  # noqa: PLC0415
+    from cni import invoke  # noqa: PLC0415
+    from netlink import netns  # noqa: PLC0415
+    from netlink.rtnl import Netlink  # noqa: PLC0415
+    from ptp import config, links  # noqa: PLC0415
+
+    conf = config.load(req.config)
+    cni_args.check_known(req.cni_args, KNOWN_ARGS)
+    if not netns.is_netns(req.netns):
+        raise CNIError(UNKNOWN_CONTAINER, f"failed to open netns {req.netns!r}: not a network namespace")
+    ipam = conf.ipam["type"]
+    store, att = _store(req), _attachment(req)
+    host_veth = veths.new_host_veth_name()
+    record: dict[str, Any] = {"hostVeth": host_veth, "ips": [], "ipMasq": conf.ipMasq,
+                              "ipMasqBackend": conf.ipMasqBackend, "ipam": ipam}
+    previous = _previous_record(store, att)  # an earlier ADD's, kept for DEL should this one fail
+    store.save(att, record)  # before anything exists, so a crash from here on is recoverable by DEL
+    faults.point("ptp.add.after-record")
+    ipam_done = created_link = False
+    try:
+        with Netlink.open() as nl, Netlink.open(req.netns) as ctr_nl:
+            veths.create_veth(ctr_nl, req.ifname, host_veth, conf.mtu, None)
+            created_link = True
+            faults.point("ptp.add.after-veth")
+            # A failing IPAM ADD releases what it reserved itself; only a successful one needs a DEL.
+            ipam_result = invoke.delegate(req, ipam, "ADD") or {}
+            ipam_done = True
+            faults.point("ptp.add.after-ipam")
+            ips = [dict(ip) for ip in ipam_result.get("ips") or []]
+            if not ips:
+                raise CNIError(INTERNAL, "IPAM plugin returned missing IP config")
+            links.complete_gateways(ips)
+            routes = [dict(r) for r in ipam_result.get("routes") or []]
+            record["ips"] = [ip["address"] for ip in ips]
+            store.save(att, record)
+            families = {ipaddress.ip_interface(ip["address"]).version for ip in ips}
+            veths.enable_forwarding(families)
+            veths.set_container_sysctls(req.netns, req.ifname, 6 in families, enabledad=False)
+            ctr_link = links.configure_container(ctr_nl, req.ifname, ips, routes)
+            host_link = links.configure_host(nl, host_veth, ips)
+            faults.point("ptp.add.after-addresses")
+            if conf.ipMasq:
+                ipmasq.setup(req.network, req.container_id, ips, **_masq_backend(conf.ipMasqBackend))
+                faults.point("ptp.add.after-ipmasq")
+            result: dict[str, Any] = {"cniVersion": req.cni_version, "interfaces": [
+                {"name": host_veth, "mac": host_link.mac or ""},
+                {"name": req.ifname, "mac": ctr_link.mac or "", "sandbox": req.netns},
+            ], "ips": ips, "routes": routes}
+            # The config's DNS wins only when it says something; otherwise IPAM's stands (as the reference).
+            dns = conf.dns if conf.dns else ipam_result.get("dns")
+            if dns:
+                result["dns"] = dns
+            return result
+    except BaseException:
+        _undo_add(req, ipam if ipam_done else "", store, att, previous, created_link)
+        raise
+
+
+def _previous_record(store: RecordStore, att: Attachment) -> dict[str, Any] | None:
+    try:
+        return store.load(att)
+    except CNIError:
+        return None
+
+
+def _undo_add(req: Request, ipam: str, store: RecordStore, att: Attachment, previous: dict[str, Any] | None,
+              created_link: bool) -> None:
+    """Best effort: remove everything a failed ADD created, then its record (putting back an earlier ADD's).
+
+    The container interface goes only if this ADD created it: an ``ifname`` that already existed is not
+    this ADD's to delete.
+    """
+    try:
+        _teardown(req, store.load(att) or {}, ipam, container_link=created_link)
+        if previous:
+            store.save(att, previous)
+        else:
+            store.delete(att)
+    except Exception as exc:  # the original error matters more; the record stays for a later DEL
+        print(f"ptp: cleanup after failed ADD incomplete: {exc}", file=sys.stderr)
+
+
+def _teardown(req: Request, record: dict[str, Any] | None, ipam: str, container_link: bool = True) -> None:
+    """Remove what the attachment owns. ``record`` None means "known to own nothing in the tables"
+    (no record while the store keeps records); ``{}`` means "unknown" (a lost or corrupt record)."""
+    import ipaddress  # noqa: PLC0415
+
+    from bridge import ipmasq  # noqa: PLC0415
+    from bridge import links as veths  # noqa: PLC0415
+    from cni import invoke  # noqa: PLC0415
+    from netlink.rtnl import Netlink  # noqa: PLC0415
+    from ptp import links  # noqa: PLC0415
+
+    known = record or {}
+    if container_link:
+        # Takes the node end, its gateway addresses and host routes with it. With the namespace gone,
+        # the kernel has already destroyed the pair.
+        veths.delete_container_link(req.netns, req.ifname)
+    if ipam:
+        invoke.delegate(req, ipam, "DEL")
+        faults.point("ptp.del.after-ipam")
+    # By chain name alone: needs neither the netns nor the container's addresses. With a record, only
+    # the families it says were set up; without one that can be trusted, both are swept.
+    if record is not None and known.get("ipMasq", True):
+        recorded = tuple(sorted({ipaddress.ip_interface(ip).version for ip in known.get("ips") or []}))
+        ipmasq.teardown(req.network, req.container_id, recorded if known else (4, 6),
+                        **_masq_backend(known.get("ipMasqBackend")))
+    host_veth = known.get("hostVeth")
+    if isinstance(host_veth, str) and host_veth:
+        with Netlink.open() as nl:
+            links.delete_host_veth(nl, host_veth)
+
+
+def cmd_del(req: Request) -> None:
+    store, att = _store(req), _attachment(req)
+    record: dict[str, Any] | None
+    try:
+        record = store.load(att)
+        if record is None and not store.keeps_records():
+            record = {}  # no state directory at all (lost, or a fresh node): sweep by name
+    except CNIError as err:  # a corrupt record must not make DEL fail: tear down by name instead
+        print(f"ptp: {err}; tearing down without it", file=sys.stderr)
+        record = {}
+    _teardown(req, record, _ipam_type(req.config))
+    store.delete(att)
+
+
+def cmd_check(req: Request) -> None:
+    from cni import invoke  # noqa: PLC0415
+    from ptp import check, config  # noqa: PLC0415
+
+    conf = config.load(req.config)
+    cni_args.check_known(req.cni_args, KNOWN_ARGS)
+    invoke.delegate(req, conf.ipam["type"], "CHECK")
+    if req.prev_result is None:
+        raise CNIError(INVALID_CONFIG, "Required prevResult missing")
+    check.verify(req, conf, _masq_backend(conf.ipMasqBackend))
+
+
+def cmd_status(req: Request) -> None:
+    from cni import invoke  # noqa: PLC0415
+    from ptp import config  # noqa: PLC0415
+
+    conf = config.load(req.config)
+    invoke.delegate(req, conf.ipam["type"], "STATUS")
+
+
+def cmd_gc(req: Request) -> None:
+    """Remove the masquerade rules, host veths and records of attachments the runtime no longer knows;
+    forward to IPAM."""
+    from bridge import ipmasq  # noqa: PLC0415
+    from cni import invoke  # noqa: PLC0415
+    from cni.gc import valid_attachments  # noqa: PLC0415
+    from netlink.rtnl import Netlink  # noqa: PLC0415
+    from ptp import config, links  # noqa: PLC0415
+
+    conf = config.load(req.config)
+    valid = valid_attachments(req.config)
+    store = _store(req)
+    errors: list[str] = []
+    for att in list(store.attachments(req.network)):
+        if (att.container_id, att.ifname) in valid:
+            continue
+        try:
+            record = store.load(att) or {}
+            if record.get("hostVeth"):
+                with Netlink.open() as nl:
+                    links.delete_host_veth(nl, str(record["hostVeth"]))
+            ipmasq.teardown(att.network, att.container_id, **_masq_backend(record.get("ipMasqBackend")))
+            store.delete(att)
+        except Exception as exc:  # keep going: GC reports what it could not do
+            errors.append(f"{att.container_id}/{att.ifname}: {exc}")
+    try:
+        invoke.delegate(req, conf.ipam["type"], "GC")
+    except CNIError as err:
+        errors.append(f"ipam: {err}")
+    if errors:
+        raise CNIError(INTERNAL, "ptp GC incomplete", "; ".join(errors))
+
+
+PLUGIN = skel.Plugin(name="ptp", add=cmd_add, delete=cmd_del, check=cmd_check, status=cmd_status, gc=cmd_gc)
+
+
+def main() -> None:
+    skel.run(PLUGIN)

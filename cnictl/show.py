@@ -280,8 +280,8 @@ def gc_plan(net: NetworkList, cache_dir: str, valid: list[tuple[str, str]]) -> l
         except CNIError as err:
             raise CnictlError(f'network "{net.name}", plugin {kind}: {err.msg}') from None
         for att, foreign in collectable(store, net.name, keep):
-            if (att.container_id, att.ifname) in deleted and not foreign:
-                continue  # its DEL removes the record
+            if (att.container_id, att.ifname) in deleted:
+                continue  # the DEL before the GC removes the record
             reason = _foreign_reason(store, att) if foreign else "not in the valid set"
             plan.append(Removal("GC", att.container_id, att.ifname, kind, reason))
     return plan

@@ -19,7 +19,6 @@ def _fail(msg: str) -> CNIError:
 
 
 def verify(req: Request, conf: BridgeConf) -> None:
-    from bridge import ipmasq  # noqa: PLC0415
     from netlink.rtnl import Netlink  # noqa: PLC0415
 
     prev = req.prev_result or {}
@@ -52,6 +51,8 @@ def verify(req: Request, conf: BridgeConf) -> None:
         host_names = [i["name"] for i in interfaces if not i.get("sandbox") and i.get("name") != conf.bridge]
         _verify_host_veth(nl, host_names, bridge.index)
     if conf.ipMasq:
+        from bridge import ipmasq  # noqa: PLC0415 - the netfilter libraries, only when used
+
         problems = ipmasq.check(req.network, req.container_id, prev.get("ips") or [])
         if problems:
             raise _fail("ipMasq: " + "; ".join(problems))

@@ -10,12 +10,12 @@ container's addresses, its netns or prevResult.
 """
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 
 from chains import table
 from chains.owned import OwnedChain
 from chains.rule import parse_args, parse_conditions, truncate_comment
+from cni.digest import sha512_hex
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -25,7 +25,7 @@ MULTICAST = {4: "224.0.0.0/4", 6: "ff00::/8"}
 
 
 def chain_name(network: str, container_id: str) -> str:
-    return "CNI-" + hashlib.sha512((network + container_id).encode()).hexdigest()[:24]
+    return "CNI-" + sha512_hex((network + container_id).encode())[:24]
 
 
 def comment(network: str, container_id: str) -> str:

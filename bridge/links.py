@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import secrets
 
 from cni.errors import INVALID_CONFIG, INVALID_ENV, CNIError
 from netlink import netns, sysctl
@@ -56,14 +55,14 @@ def _pin_mac(nl: Netlink, bridge: Link) -> None:
     and go, which breaks the neighbours' caches and CHECK against prevResult."""
     mac = bridge.mac if bridge.mac and bridge.mac != "00:00:00:00:00:00" else None
     if mac is None:
-        raw = bytearray(secrets.token_bytes(6))
+        raw = bytearray(os.urandom(6))  # what secrets.token_bytes does, without importing random and hmac
         raw[0] = (raw[0] & 0xFE) | 0x02  # unicast, locally administered
         mac = ":".join(f"{b:02x}" for b in raw)
     nl.link_set(bridge.index, mac=mac)  # an explicitly set address stops the kernel re-deriving it
 
 
 def new_host_veth_name() -> str:
-    return HOST_VETH_PREFIX + secrets.token_hex(4)
+    return HOST_VETH_PREFIX + os.urandom(4).hex()
 
 
 def create_veth(ctr_nl: Netlink, ifname: str, host_name: str, mtu: int, mac: str | None) -> None:

@@ -11,7 +11,7 @@ import sys
 
 from cni import args as cni_args
 from bridge import DEFAULT_BRIDGE
-from cni import faults, skel
+from cni import faults, log, skel
 from cni.errors import INTERNAL, UNKNOWN_CONTAINER, CNIError
 from cni.records import Attachment, RecordStore, is_foreign, state_dir
 
@@ -51,7 +51,7 @@ def _bridge_name(config: dict[str, Any]) -> str:
 def cmd_add(req: Request) -> dict[str, Any]:
     import ipaddress  # noqa: PLC0415 - ~5 ms to import; VERSION must not pay for it
 
-    from bridge import config, ipmasq, links  # noqa: PLC0415 - only ADD/DEL/CHECK pay for these
+    from bridge import config, links  # noqa: PLC0415 - only ADD/DEL/CHECK pay for these
     from cni import invoke  # noqa: PLC0415
     from netlink import netns  # noqa: PLC0415
     from netlink.rtnl import Netlink  # noqa: PLC0415
@@ -76,6 +76,8 @@ def cmd_add(req: Request) -> dict[str, Any]:
             links.create_veth(ctr_nl, req.ifname, host_veth, conf.mtu, mac)
             created_link = True
             host_link = links.attach_host_veth(nl, host_veth, bridge, conf)
+            log.debug("links created", bridge=bridge.name, hostVeth=host_veth, container_ifname=req.ifname,
+                      netns=req.netns, mtu=conf.mtu or None, hairpin=conf.hairpinMode)
             faults.point("bridge.add.after-veth")
             result: dict[str, Any] = {"cniVersion": req.cni_version, "interfaces": [
                 {"name": bridge.name, "mac": bridge.mac or ""},
@@ -95,6 +97,7 @@ def cmd_add(req: Request) -> dict[str, Any]:
                 record["ips"] = [ip["address"] for ip in ips]
                 store.save(att, record)
                 ctr_link = links.configure_container(ctr_nl, req.netns, req.ifname, ips, routes, conf.enabledad)
+                log.debug("addresses set", ifname=req.ifname, addresses=[ip["address"] for ip in ips], routes=routes)
                 faults.point("bridge.add.after-addresses")
                 families = {ipaddress.ip_interface(ip["address"]).version for ip in ips}
                 if conf.isGateway:
@@ -102,8 +105,11 @@ def cmd_add(req: Request) -> dict[str, Any]:
                         if ip.get("gateway"):
                             prefix = ipaddress.ip_interface(ip["address"]).network.prefixlen
                             links.ensure_gateway_address(nl, bridge, f"{ip['gateway']}/{prefix}", conf.forceAddress)
+                            log.debug("gateway address", bridge=bridge.name, address=f"{ip['gateway']}/{prefix}")
                     links.enable_forwarding(families)
                 if conf.ipMasq:
+                    from bridge import ipmasq  # noqa: PLC0415 - the netfilter libraries, only when used
+
                     ipmasq.setup(req.network, req.container_id, ips)
                     faults.point("bridge.add.after-ipmasq")
                 result["ips"] = ips
@@ -181,6 +187,7 @@ def _undo_add(req: Request, ipam: str, store: RecordStore, att: Attachment, prev
             store.delete(att)
     except Exception as exc:  # the original error matters more; the record stays for a later DEL
         print(f"bridge: cleanup after failed ADD incomplete: {exc}", file=sys.stderr)
+        log.warning("cleanup incomplete", msg=f"cleanup after failed ADD incomplete: {exc}")
 
 
 def _teardown(req: Request, record: dict[str, Any] | None, ipam: str, container_link: bool = True) -> None:
@@ -193,7 +200,7 @@ def _teardown(req: Request, record: dict[str, Any] | None, ipam: str, container_
     """
     import ipaddress  # noqa: PLC0415 - ~5 ms to import; VERSION must not pay for it
 
-    from bridge import ipmasq, links  # noqa: PLC0415
+    from bridge import links  # noqa: PLC0415
     from cni import invoke  # noqa: PLC0415
     from netlink.rtnl import Netlink  # noqa: PLC0415
 
@@ -210,6 +217,8 @@ def _teardown(req: Request, record: dict[str, Any] | None, ipam: str, container_
         # By chain name alone: needs neither the netns nor the container's addresses. With a record,
         # only the families it says were set up; without one that can be trusted, both are swept.
         if record is not None and known.get("ipMasq", True):
+            from bridge import ipmasq  # noqa: PLC0415 - the netfilter libraries, only when used
+
             recorded = [ipaddress.ip_interface(ip).version for ip in known.get("ips") or []]
             ipmasq.teardown(req.network, req.container_id, tuple(sorted(set(recorded))) if known else (4, 6))
     finally:
@@ -259,7 +268,11 @@ def cmd_del(req: Request) -> None:
             record = None  # another boot's or namespace's: it owns nothing in these tables (IPAM is still told)
     except CNIError as err:  # a corrupt record must not make DEL fail: tear down by name instead
         print(f"bridge: {err}; tearing down without it", file=sys.stderr)
+        log.warning("unreadable record", msg=f"{err}; tearing down without it")
         record = {}
+    if record is None:
+        log.info("nothing to remove", reason="no record of this attachment: no host veth or rules of ours; "
+                                             "only the container interface and the IPAM reservation are looked for")
     _teardown(req, record, _ipam_type(req.config))
     store.delete(att)
 

@@ -24,7 +24,7 @@ from chains.errors import ChainsError, IptcError, TryAgain
 from chains.libiptc import EAGAIN, Handle
 from chains.lock import DEFAULT_WAIT_SECONDS, xtables_lock
 from chains.rule import VERDICTS, Rule, render
-from cni import faults
+from cni import faults, log
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs a few ms to import; plugin execs cannot afford it
@@ -260,14 +260,35 @@ def _run_once(family: int, table: str, fn: Callable[[Tx], T]) -> T:
     handle = Handle(family, table)
     try:
         tx = Tx(handle)
+        before = _save_lines(tx) if log.debugging() else None
         result = fn(tx)
         if tx.changed:
+            after = _save_lines(tx) if before is not None else None
             faults.point("chains.commit.before")
             handle.commit()
             faults.point("chains.commit.after")
+            if before is not None and after is not None:
+                _log_commit(family, table, before, after)
         return result
     finally:
         handle.free()
+
+
+def _save_lines(tx: Tx) -> list[str]:
+    """The table as ``tx`` sees it, in iptables-save lines, built-in chains' counters left out."""
+    from chains.render import tx_table_text  # noqa: PLC0415 - it imports this module; debug logs only
+
+    lines = tx_table_text(tx).splitlines()
+    return [line.rsplit(" [", 1)[0] if line.startswith(":") else line for line in lines]
+
+
+def _log_commit(family: int, table: str, before: list[str], after: list[str]) -> None:
+    """What a commit changed, as the iptables-save lines it added and removed (logLevel debug)."""
+    from collections import Counter  # noqa: PLC0415
+
+    old, new = Counter(before), Counter(after)
+    log.debug("rules committed", family=family, table=table,
+              added=list((new - old).elements()), removed=list((old - new).elements()))
 
 
 def _backoff(attempt: int) -> None:

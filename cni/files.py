@@ -11,11 +11,12 @@ DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 TMP_SUFFIX = ".tmp"
 
 
-def atomic_write(path: str, data: bytes, mode: int = 0o600) -> None:
-    """Write ``data`` to ``path`` so readers see either the old or the new content, never a torn one."""
+def atomic_write(path: str, data: bytes, mode: int = 0o600, durable: bool = True) -> None:
+    """Write ``data`` to ``path`` so readers see either the old or the new content, never a torn one
+    (``durable``: see :func:`atomic_write_at`)."""
     dir_fd = os.open(os.path.dirname(path) or ".", DIR_FLAGS)
     try:
-        atomic_write_at(dir_fd, os.path.basename(path), data, mode)
+        atomic_write_at(dir_fd, os.path.basename(path), data, mode, durable)
     finally:
         os.close(dir_fd)
 

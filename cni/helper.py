@@ -101,6 +101,10 @@ def _warm_netfilter() -> None:
 
 def serve(path: str) -> None:
     plugins = preload()
+    from cni import log  # noqa: PLC0415
+
+    # PYCNI_LOG_FILE / PYCNI_LOG_LEVEL of the helper itself: a worker's environment is its caller's.
+    log.defaults_from_environment(os.environ)
     import gc  # noqa: PLC0415
 
     gc.freeze()  # what was loaded stays put: no collection in the helper rewrites the shared pages

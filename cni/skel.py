@@ -16,6 +16,7 @@ import os
 import sys
 TYPE_CHECKING = False  # typing itself costs ~2 ms to import; annotations are strings here
 
+from cni import log
 from cni import version as versions
 from cni.errors import (
     DECODE_FAILURE,
@@ -119,18 +120,36 @@ class Plugin:
 
 
 def execute(plugin: Plugin, env: Mapping[str, str], stdin: bytes) -> tuple[bytes, int]:
-    """Run one invocation and return (stdout, exit code); never raises."""
+    """Run one invocation and return (stdout, exit code); never raises.
+
+    Every call but VERSION is logged (cni.log) when its config or environment names a log file.
+    """
+    command = env.get("CNI_COMMAND", "")
+    if command == "VERSION":
+        return _version_answer(plugin), 0
+    call = log.begin(plugin.name, command, env, stdin)
+    if call is None:
+        return _execute(plugin, command, env, stdin)[:2]
+    out, code, error = b"", 1, None
+    try:
+        out, code, error = _execute(plugin, command, env, stdin)
+    finally:
+        log.end(call, code, error)
+    return out, code
+
+
+def _execute(plugin: Plugin, command: str, env: Mapping[str, str],
+             stdin: bytes) -> tuple[bytes, int, dict[str, object] | None]:
+    """:func:`execute`'s work: (stdout, exit code, the error object printed or None)."""
     cni_version = versions.CURRENT
     try:
-        command = env.get("CNI_COMMAND", "")
-        if command == "VERSION":
-            return _version_answer(plugin), 0
         request = _build_request(plugin, command, env, stdin)
         cni_version = request.cni_version
         output = _dispatch(plugin, request)
-        return (_json(output) if output is not None else b""), 0
+        return (_json(output) if output is not None else b""), 0, None
     except CNIError as err:
-        return _json(err.to_dict(cni_version)), 1
+        error = err.to_dict(cni_version)
+        return _json(error), 1, error
     except Exception as exc:  # a bug or an unexpected OS failure: still a well-formed error object
         import traceback  # noqa: PLC0415 - only on the failure path
 
@@ -138,7 +157,8 @@ def execute(plugin: Plugin, env: Mapping[str, str], stdin: bytes) -> tuple[bytes
         # Library errors may carry the CNI code that fits them (chains.errors.TryAgain: 11).
         code = getattr(exc, "code", None)
         code = code if isinstance(code, int) and 0 < code < 1000 else INTERNAL
-        return _json(CNIError(code, str(exc) or type(exc).__name__).to_dict(cni_version)), 1
+        error = CNIError(code, str(exc) or type(exc).__name__).to_dict(cni_version)
+        return _json(error), 1, error
 
 
 def run(plugin: Plugin) -> None:

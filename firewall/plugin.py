@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 
-from cni import faults, skel
+from cni import faults, log, skel
 from cni.errors import INTERNAL, INVALID_CONFIG, NOT_AVAILABLE, CNIError
 from cni.records import Attachment
 from firewall.ownership import FAMILIES, Holdings, claims, empty, load_reporting, save, store_for
@@ -107,6 +107,7 @@ def _undo(store: RecordStore, att: Attachment) -> None:
         store.delete(att)
     except Exception as exc:  # the ADD's own error matters more; the record stays for DEL
         print(f"firewall: cleanup after failed ADD incomplete: {exc}", file=sys.stderr)
+        log.warning("cleanup incomplete", msg=f"cleanup after failed ADD incomplete: {exc}")
 
 
 def _fallback_holdings(req: Request) -> dict[int, Holdings]:
@@ -130,6 +131,8 @@ def cmd_del(req: Request) -> None:
     held = load_reporting(store, att)
     if held is None:
         held = _fallback_holdings(req)
+        if not any(held[family] for family in FAMILIES):
+            log.info("nothing to remove", reason="no record of this attachment and no addresses in prevResult")
     for family in FAMILIES:
         if held[family]:
             _apply(family, store, {att}, held[family])

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 
-from cni import faults
+from cni import faults, log
 from cni.errors import INTERNAL, INVALID_CONFIG, NOT_AVAILABLE, CNIError
 from cni.skel import Plugin, run
 from hostlocal.addresses import parse_cidr
@@ -82,7 +82,9 @@ def add(req: RequestLike) -> dict[str, Any]:
     with store.locked():
         allocations = allocate(store, conf, req.container_id, req.ifname)
     faults.point("hostlocal.add.after-reserve")
-    return build_result(allocations, conf.routes, dns)
+    result = build_result(allocations, conf.routes, dns)
+    log.debug("addresses reserved", addresses=[ip["address"] for ip in result["ips"]], dataDir=conf.state_dir)
+    return result
 
 
 def build_result(
@@ -101,9 +103,14 @@ def delete(req: RequestLike) -> None:
     conf = _load(req)
     store = _store(conf.state_dir, req.config)
     if not store.exists():
+        log.info("nothing to remove", reason=f"no reservations in {conf.state_dir}")
         return  # never created: nothing to release, and DEL should not create state
     with store.locked():
-        store.release(req.container_id, req.ifname)
+        released = store.release(req.container_id, req.ifname)
+    if released:
+        log.debug("addresses released", addresses=[str(address) for address in released], dataDir=conf.state_dir)
+    else:
+        log.info("nothing to remove", reason=f"no address reserved for this attachment in {conf.state_dir}")
 
 
 def check(req: RequestLike) -> None:

@@ -29,6 +29,7 @@ import errno
 import os
 import sys
 
+from cni import log
 from cni.errors import IO_FAILURE, CNIError
 from cni.files import atomic_write, flocked, make_dirs, read_regular, write_all
 from hostlocal.addresses import address_of, parse_ip
@@ -51,8 +52,9 @@ MAX_RESERVATION_BYTES = 64 * 1024
 
 
 def warn(message: str) -> None:
-    """Diagnostics go to stderr; stdout belongs to the CNI result."""
+    """Diagnostics go to stderr (stdout belongs to the CNI result), and to the log if there is one."""
     sys.stderr.write(f"host-local: {message}\n")
+    log.warning("store problem", msg=message)
 
 
 def _reason(exc: OSError) -> str:
@@ -402,9 +404,11 @@ class Store:
 
     def _write_last_reserved(self, set_index: int, address: IPAddress) -> None:
         # Only a round-robin hint: failing to record it must not fail an allocation that succeeded.
+        # Atomic (a reader never sees half an address) but not fsync'ed, like the reference: a power
+        # loss can only take the cursor back to an earlier address, and the allocator skips taken ones.
         path = self._path(f"{LAST_RESERVED_PREFIX}{set_index}")
         try:
-            atomic_write(path, str(address).encode(), FILE_MODE)
+            atomic_write(path, str(address).encode(), FILE_MODE, durable=False)
         except OSError as exc:
             warn(f"failed to record last reserved IP in {path}: {_reason(exc)}")
 

@@ -2,7 +2,7 @@
 older version must still find their chains, and operators' scripts grep for them."""
 from __future__ import annotations
 
-import hashlib
+from cni.digest import sha512_hex
 
 TOPLEVEL_DNAT = "CNI-HOSTPORT-DNAT"
 SETMARK = "CNI-HOSTPORT-SETMARK"
@@ -15,7 +15,7 @@ MAX_COMMENT = 255
 
 def container_hash(network: str, container_id: str) -> str:
     """SHA-512 of network name + container ID, hex, as the reference derives its chain names."""
-    return hashlib.sha512((network + container_id).encode()).hexdigest()
+    return sha512_hex((network + container_id).encode())
 
 
 def dnat_chain(network: str, container_id: str) -> str:

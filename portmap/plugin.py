@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from cni import faults, skel
+from cni import faults, log, skel
 from cni.errors import INTERNAL, INVALID_CONFIG, NOT_AVAILABLE, CNIError
 from cni.records import ORIGIN_KEY, Attachment, RecordStore, is_foreign, state_dir
 
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from portmap.config import PortMapConf
 
 OWNER = "portmap"
+NOTHING_RECORDED = "no record of this attachment: no rules of ours were set up for it (or a DEL removed them)"
 FAMILY_NAMES = {4: "ipv4", 6: "ipv6"}
 
 
@@ -29,13 +30,14 @@ def _store(req: Request) -> RecordStore:
 
 
 def cmd_add(req: Request) -> dict[str, Any]:
-    from portmap import apply, claims, config, host, rules  # noqa: PLC0415
+    from portmap import config  # noqa: PLC0415
 
     conf = config.load(req.config)
     if req.prev_result is None:
         raise CNIError(INVALID_CONFIG, "must be called as chained plugin")
     if not conf.mappings:
         return req.prev_result
+    from portmap import apply, claims, host, rules  # noqa: PLC0415 - the netfilter libraries, only when used
     addresses = config.container_addresses(req.prev_result, req.ifname)
     apply.validate(conf, req.network, req.container_id, addresses)
     store, att = _store(req), Attachment(req.network, req.container_id, req.ifname)
@@ -80,6 +82,7 @@ def _load_record(store: RecordStore, att: Attachment) -> dict[str, Any]:
         return {} if record and is_foreign(record) else record
     except CNIError as err:
         print(f"portmap: {err}; treating it as covering both families", file=sys.stderr)
+        log.warning("unreadable record", msg=f"{err}; treating it as covering both families")
         return {"families": [4, 6]}
 
 
@@ -93,6 +96,7 @@ def _undo(req: Request, store: RecordStore, att: Attachment, families: list[int]
         store.delete(att)
     except Exception as exc:  # the ADD's own error matters more; the record stays for DEL
         print(f"portmap: cleanup after failed ADD incomplete: {exc}", file=sys.stderr)
+        log.warning("cleanup incomplete", msg=f"cleanup after failed ADD incomplete: {exc}")
 
 
 def _families_to_remove(req: Request, record: dict[str, Any] | None, store: RecordStore) -> list[int]:
@@ -115,13 +119,17 @@ def cmd_del(req: Request) -> None:
         record = store.load(att)
     except CNIError as err:
         print(f"portmap: {err}; removing by chain name in both families", file=sys.stderr)
+        log.warning("unreadable record", msg=f"{err}; removing by chain name in both families")
         record = {"families": [4, 6]}
         claims.release_all(state_dir(req.config), att)  # the record no longer says which ports it held
     if record is not None and is_foreign(record):  # its chains were in another boot's or namespace's tables
         claims.release(state_dir(req.config), att, list(record.get("claims", [])), record[ORIGIN_KEY])
         store.delete(att)
         return
-    for family in _families_to_remove(req, record, store):
+    families = _families_to_remove(req, record, store)
+    if not families and record is None:
+        log.info("nothing to remove", reason=NOTHING_RECORDED)
+    for family in families:
         from portmap import apply, host  # noqa: PLC0415 - not needed when there is nothing to remove
 
         apply.unforward(req.network, req.container_id, family)

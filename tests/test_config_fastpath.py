@@ -217,7 +217,10 @@ def with_keys(draw: st.DrawFn, chaos: int, required: dict[str, st.SearchStrategy
 
 def netconf_fields(chaos: int) -> dict[str, st.SearchStrategy[Any]]:
     return {"cniVersion": strs(chaos, st.one_of(st.sampled_from(["0.3.1", "0.4.0", "1.0.0", "1.1.0"]), TEXT)),
-            "type": strs(chaos)}
+            "type": strs(chaos),
+            # cni.log's keys: read by the skeleton, never refused by a config (a log never fails a call)
+            "logFile": optional_strs(chaos, st.sampled_from(["/var/log/pycni.log", "", "relative.log"])),
+            "logLevel": optional_strs(chaos, st.sampled_from(["error", "info", "debug", "DEBUG", "verbose", "x"]))}
 
 
 BRIDGE_NAMES = st.one_of(
@@ -386,6 +389,18 @@ def test_typical_configs_take_the_fast_path() -> None:
     assert type(bridge_config.load({"cniVersion": "1.0.0", "name": "warm"})) is bridge_config.PlainBridgeConf
     assert type(portmap_config.load({"cniVersion": "1.0.0", "name": "warm", "runtimeConfig": {"portMappings": [
         {"hostPort": 1, "containerPort": 1}]}})) is portmap_config.PlainPortMapConf
+
+
+@pytest.mark.parametrize("load,typical,plain", [
+    (bridge_config.load, TYPICAL_BRIDGE, bridge_config.PlainBridgeConf),
+    (portmap_config.load, TYPICAL_PORTMAP, portmap_config.PlainPortMapConf),
+    (firewall_config.load, TYPICAL_FIREWALL, firewall_config.PlainFirewallConf),
+])
+def test_log_keys_keep_a_config_on_the_fast_path(load: Callable[[Any], object], typical: dict[str, Any],
+                                                 plain: type) -> None:
+    """``logFile``/``logLevel`` (examples/*.conflist set them) are the skeleton's: both readers accept them."""
+    config = dict(typical, logFile="/var/log/pycni.log", logLevel="info")
+    assert type(load(config)) is plain
 
 
 @pytest.mark.parametrize("count", [portmap_config.MAX_MAPPINGS, portmap_config.MAX_MAPPINGS + 1])

@@ -246,14 +246,15 @@ def render_json(views: list[AttachmentView]) -> str:
 class Removal:
     """One thing ``cnictl gc`` would remove."""
 
-    action: str  # "DEL": the whole attachment, through every plugin; "GC": one plugin's record
+    action: str  # "DEL": the whole attachment, through every plugin; "GC": what one plugin keeps of it
     containerID: str  # noqa: N815
     ifname: str
     plugin: str = ""
     reason: str = ""
+    what: str = ""  # e.g. "reservation 10.88.0.5"; default: the plugin's record
 
     def text(self) -> str:
-        what = "attachment" if self.action == "DEL" else f"{self.plugin} record of"
+        what = "attachment" if self.action == "DEL" else f"{self.plugin} {self.what or 'record'} of"
         return f"{self.action}  {what} {self.containerID}/{self.ifname}: {self.reason}"
 
 
@@ -273,6 +274,9 @@ def gc_plan(net: NetworkList, cache_dir: str, valid: list[tuple[str, str]]) -> l
     deleted = {(r.containerID, r.ifname) for r in plan}
     for index in range(len(net.plugins)):
         kind = net.plugin_type(index)
+        ipam = net.plugins[index].get("ipam")
+        if isinstance(ipam, dict) and ipam.get("type") == "host-local":
+            plan += _reservations_plan(net, index, keep, deleted)
         if kind not in DRIFT_MODULES:
             continue
         try:
@@ -284,6 +288,34 @@ def gc_plan(net: NetworkList, cache_dir: str, valid: list[tuple[str, str]]) -> l
                 continue  # the DEL before the GC removes the record
             reason = _foreign_reason(store, att) if foreign else "not in the valid set"
             plan.append(Removal("GC", att.container_id, att.ifname, kind, reason))
+    return plan
+
+
+def _reservations_plan(net: NetworkList, index: int, keep: set[tuple[str, str]],
+                       deleted: set[tuple[str, str]]) -> list[Removal]:
+    """The host-local reservations the plugin's IPAM GC would free (hostlocal.store.collect_garbage's rule:
+    a bare-ID reservation of an old version stays while any valid attachment has that container ID)."""
+    from cnictl import runtime  # noqa: PLC0415
+    from hostlocal.config import state_dir_of  # noqa: PLC0415
+    from hostlocal.store import Store  # noqa: PLC0415
+
+    try:
+        store = Store(state_dir_of(runtime.build_request(net, index)))
+    except CNIError as err:
+        raise CnictlError(f'network "{net.name}", plugin {net.plugin_type(index)}: ipam: {err.msg}') from None
+    if not store.exists():
+        return []
+    valid_ids = {container_id for container_id, _ in keep}
+    plan = []
+    for reservation in sorted(store.snapshot().reservations.values(), key=lambda r: (r.address.version, r.address)):
+        owner = reservation.owner
+        if owner.ifname is None:
+            if owner.container_id in valid_ids:
+                continue
+        elif (owner.container_id, owner.ifname) in keep | deleted:
+            continue  # valid, or released by the attachment's DEL
+        plan.append(Removal("GC", owner.container_id, owner.ifname or "*", "host-local", "not in the valid set",
+                            f"reservation {reservation.address}"))
     return plan
 
 

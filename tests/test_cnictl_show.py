@@ -146,12 +146,17 @@ def test_gc_dry_run_lists_and_removes_nothing(node: Node) -> None:
 
     # Without the cache entry (a runtime that forgot it) the plugins' GC would remove the records.
     os.unlink(os.path.join(node.cache_dir, "results", f"{NET}-{cid(c2)}-eth0"))
+    before_gc = snapshot(node)
     proc = node.cnictl("gc", NET, "--dry-run", "--valid", f"{cid(c1)}/eth0", env_extra=NO_HELPER)
     listed = sorted(proc.stdout.decode().splitlines())
-    assert listed == sorted(f"GC  {plugin} record of {cid(c2)}/eth0: not in the valid set"
-                            for plugin in ("bridge", "portmap", "firewall"))
+    address = by_container(show_json(node)[1])[cid(c2)]["addresses"][0].split("/")[0]
+    assert listed == sorted([f"GC  {plugin} record of {cid(c2)}/eth0: not in the valid set"
+                             for plugin in ("bridge", "portmap", "firewall")]
+                            + [f"GC  host-local reservation {address} of {cid(c2)}/eth0: not in the valid set"])
+    assert snapshot(node) == before_gc
 
     # And the real gc does what the dry run said.
     node.cnictl("gc", NET, "--valid", f"{cid(c1)}/eth0", env_extra=NO_HELPER)
     code, report = show_json(node)
     assert code == 0 and [a["containerID"] for a in report["attachments"]] == [cid(c1)]
+    assert node.reservations(NET) == [report["attachments"][0]["addresses"][0].split("/")[0]]

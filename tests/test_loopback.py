@@ -224,6 +224,6 @@ def test_add_imports_only_what_it_needs(node: Node) -> None:
     assert report["code"] == 0
     loaded = set(report["modules"])
     assert {"netlink.rtnl", "loopback.plugin"} <= loaded
-    assert not loaded & {"ipaddress", "typing", "dataclasses", "pydantic", "iptc", "pyroute2", "cni.records",
+    assert not loaded & {"ipaddress", "typing", "dataclasses", "pydantic", "iptc", "pyroute2", "cni.records", "ctypes",
                          "cni.files", "socket", "threading"}, loaded
     assert witness.link(ctr, "lo").up

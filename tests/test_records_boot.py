@@ -261,3 +261,39 @@ def test_a_dead_node_keeps_no_rule_or_claim_alive_and_gc_collects_it() -> None:
             assert request(node.external, "tcp", NODE_V4, B_PORT).startswith("b2 ")
         proc = node.cnictl("show", env_extra=NO_HELPER)
         assert "DRIFT" not in proc.stdout.decode() and _cid(b2) in proc.stdout.decode()
+
+
+def test_records_name_the_node_namespace_through_the_helper_too() -> None:
+    """The resident helper runs in the machine's own namespace and forks a worker per call that joins the
+    caller's: the origin is read in the worker, after it joined, never inherited from the helper."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    from tests.netenv import REPO, wait_for  # noqa: PLC0415
+
+    with node_env("rbhelp", external=False) as node:
+        sock, served = os.path.join(node.work, "helper.sock"), os.path.join(node.work, "served.log")
+        helper = subprocess.Popen([sys.executable, "-m", "cni.helper", "--socket", sock], cwd=REPO,
+                                  env=dict(os.environ, PYCNI_HELPER_RSS_LOG=served),  # a line per call served
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            assert wait_for(lambda: os.path.exists(sock), timeout=20), "helper did not start"
+            conf = {"cniVersion": "1.0.0", "name": NET, "type": "bridge", "bridge": "rbbr0", "stateDir": node.state_dir,
+                    "ipam": {"type": "host-local", "dataDir": node.data_dir, "ranges": [[{"subnet": SUBNET}]]}}
+            ways = {"helper": {"PYCNI_HELPER_SOCKET": sock}, "helper again": {"PYCNI_HELPER_SOCKET": sock},
+                    "direct": NO_HELPER}
+            for way, env in ways.items():
+                ctr = node.container(way.replace(" ", ""))
+                _, code, err = node.run_plugin("bridge", "ADD", conf, ctr, env_extra=env)
+                assert code == 0, err
+        finally:
+            helper.kill()
+            helper.wait()
+        with open(served) as f:
+            assert [line.split()[:2] for line in f] == [["bridge", "ADD"]] * 2  # the helper did serve those two
+        store = RecordStore(node.state_dir, "bridge")
+        origins = [(store.load(att) or {})[records.ORIGIN_KEY] for att in store.attachments(NET)]
+        st = os.stat(f"/run/netns/{node.ns}")
+        assert len(origins) == 3 and all(origin == origins[0] for origin in origins), origins
+        assert origins[0]["netns"] == f"{st.st_dev}:{st.st_ino}"
+        assert origins[0] != records.current_origin()  # this test's own namespace is not the node's

@@ -33,6 +33,7 @@ PLUGIN_ENTRIES: dict[str, str] = {
     "portmap": "portmap.plugin:PLUGIN",
     "firewall": "firewall.plugin:PLUGIN",
     "ptp": "ptp.plugin:PLUGIN",
+    "host-device": "hostdevice.plugin:PLUGIN",
     "loopback": "loopback.plugin:PLUGIN",
     "tuning": "tuning.plugin:PLUGIN",
 }

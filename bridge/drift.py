@@ -17,13 +17,27 @@ if TYPE_CHECKING:
 BACKEND = "iptables"
 
 
+def _backend(record: dict[str, Any]) -> str:
+    """Where the record's ipMasq rules are (``ipMasqBackend``; records from before backends: iptables)."""
+    return str(record.get("ipMasqBackend") or record.get("backend") or BACKEND)
+
+
+def _iptables_ipmasq() -> Any:
+    """The iptables ipMasq layout: ``bridge.ipmasq_iptables`` since ipMasq has backends, ``bridge.ipmasq``
+    before (the same ``chain_name`` and ``check``)."""
+    import importlib  # noqa: PLC0415
+
+    try:
+        return importlib.import_module("bridge.ipmasq_iptables")
+    except ImportError:
+        return importlib.import_module("bridge.ipmasq")
+
+
 def chains(att: Attachment, record: dict[str, Any]) -> list[str]:
     """The tables and chains the record says the attachment owns, as ``table/chain``."""
-    from bridge import ipmasq  # noqa: PLC0415
-
-    if record.get("ipMasq") and record.get("ips"):
-        return [f"nat/{ipmasq.chain_name(att.network, att.container_id)}"]
-    return []
+    if not (record.get("ipMasq") and record.get("ips")) or _backend(record) != BACKEND:
+        return []
+    return [f"nat/{_iptables_ipmasq().chain_name(att.network, att.container_id)}"]
 
 
 def inspect(att: Attachment, record: dict[str, Any], config: dict[str, Any], netns: str | None) -> list[str]:
@@ -32,9 +46,6 @@ def inspect(att: Attachment, record: dict[str, Any], config: dict[str, Any], net
     ``config`` is the plugin's request config as CHECK would get it; ``netns`` the container's
     namespace path when the runtime's cache knows it.
     """
-    backend = record.get("backend", BACKEND)
-    if backend != BACKEND:
-        return [f"rules of the {backend} backend are not inspected by this version"]
     from bridge import DEFAULT_BRIDGE, check  # noqa: PLC0415
     from bridge import config as bridge_config  # noqa: PLC0415
     from netlink.rtnl import Netlink  # noqa: PLC0415
@@ -58,9 +69,12 @@ def inspect(att: Attachment, record: dict[str, Any], config: dict[str, Any], net
     if netns:
         problems += _container_problems(netns, att.ifname, [str(ip) for ip in record.get("ips") or []])
     if record.get("ipMasq") and record.get("ips"):
-        from bridge import ipmasq  # noqa: PLC0415
-
-        problems += [f"ipMasq: {text}" for text in ipmasq.check(att.network, att.container_id, record["ips"])]
+        backend = _backend(record)
+        if backend != BACKEND:
+            problems.append(f"ipMasq: rules of the {backend} backend are not inspected by this version")
+        else:
+            problems += [f"ipMasq: {text}" for text in
+                         _iptables_ipmasq().check(att.network, att.container_id, record["ips"])]
     return problems
 
 

@@ -128,7 +128,7 @@ def _network_views(net: NetworkList, entries: list[cache.CacheEntry]) -> list[At
             if record is None:
                 continue
             view.plugins.append(kind)
-            view.backend = str(record.get("backend") or DEFAULT_BACKEND)
+            view.backend = _joined(view.backend if len(view.plugins) > 1 else "", _record_backend(record))
             origin = records.origin_of(record)
             if origin in FOREIGN:
                 view.origin = origin
@@ -153,6 +153,18 @@ def _network_views(net: NetworkList, entries: list[cache.CacheEntry]) -> list[At
                 views[key].problems.append("bridge: the runtime's cache names this attachment but bridge keeps "
                                            "no record of it")
     return sorted(views.values(), key=lambda v: (v.containerID, v.ifname))
+
+
+def _record_backend(record: dict[str, Any]) -> str:
+    """The backend holding a record's rules: ``backend`` (portmap, firewall) or ``ipMasqBackend`` (bridge);
+    records from before backends existed hold iptables rules."""
+    return str(record.get("backend") or record.get("ipMasqBackend") or DEFAULT_BACKEND)
+
+
+def _joined(shown: str, backend: str) -> str:
+    """Plugins of one attachment on different backends show as ``iptables,nftables``."""
+    names = set(shown.split(",")) - {""} | {backend}
+    return ",".join(sorted(names))
 
 
 def _prev_result(net: NetworkList, entry: cache.CacheEntry | None) -> dict[str, Any] | None:

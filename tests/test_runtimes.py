@@ -1,13 +1,15 @@
-"""Real container runtimes on whole conflists of ours: podman 4 with its CNI backend.
+"""Real container runtimes on whole conflists of ours: podman 4 (CNI backend) and containerd's ctr.
 
-The runtime runs inside a node network namespace the test creates, and inside a private mount
+A runtime runs inside a node network namespace the test creates, and inside a private mount
 namespace held by a sleeping "sandbox" process, where ``/run``, ``/var/lib`` and
 ``/sys/fs/cgroup`` are fresh tmpfs mounts: the network namespace files podman bind-mounts under
-``/run/netns``, crun's state, and libcni's result cache under ``/var/lib/cni`` all stay private to
-the test, and ``/usr/lib/cni`` (the Debian reference plugins) is hidden, so no reference plugin can
-stand in for one of ours. Images are built locally from Debian's ``busybox-static`` (no registry is
-reachable). Every plugin a conflist names must be installed and answer VERSION, else the test
-skips, naming the plugin.
+``/run/netns``, the runtimes' state, and libcni's result cache under ``/var/lib/cni`` all stay
+private to the test, and ``/usr/lib/cni`` (the Debian reference plugins) is hidden, so no reference
+plugin can stand in for one of ours. For ctr, which knows only /etc/cni/net.d and /opt/cni/bin,
+/etc and /opt become overlays there with the test's directories bound in. Containers run without
+cgroups (crun, ``--cgroup-manager=disabled``): the node's mount namespace has no hierarchy to give.
+Images are built locally from Debian's ``busybox-static`` (no registry is reachable). Every plugin
+a conflist names must be installed and answer VERSION, else the test skips, naming the plugin.
 """
 from __future__ import annotations
 

@@ -199,10 +199,10 @@ def _version_answer(plugin: Plugin) -> bytes:
 
 
 def _json(obj: object) -> bytes:
-    import json  # noqa: PLC0415 - VERSION gets by without it
+    from cni import jsonlite  # noqa: PLC0415 - json's own output, without importing json (~8 ms with re)
 
     # allow_nan=False: NaN and Infinity are not JSON; a runtime could not parse a result carrying them.
-    return json.dumps(obj, indent=4, allow_nan=False).encode() + b"\n"
+    return jsonlite.dumps_indented(obj).encode() + b"\n"
 
 
 def _not_json(constant: str) -> None:
@@ -251,10 +251,10 @@ def _build_request(plugin: Plugin, command: str, env: Mapping[str, str], stdin: 
 
 
 def _decode_config(stdin: bytes) -> dict[str, Any]:
-    import json  # noqa: PLC0415
+    from cni import jsonlite  # noqa: PLC0415 - json.loads's result and errors, json imported only on errors
 
     try:
-        config = json.loads(stdin or b"", parse_constant=_not_json)
+        config = jsonlite.loads(stdin or b"", parse_constant=_not_json)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
         raise CNIError(DECODE_FAILURE, f"error unmarshall network config: {exc}") from None
     if not isinstance(config, dict):

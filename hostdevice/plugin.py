@@ -17,7 +17,7 @@ import sys
 from cni import args as cni_args
 from cni import faults, skel
 from cni.errors import INTERNAL, INVALID_CONFIG, INVALID_ENV, UNKNOWN_CONTAINER, CNIError
-from cni.records import Attachment, RecordStore, state_dir
+from cni.records import Attachment, RecordStore, is_foreign, state_dir
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -133,9 +133,12 @@ def _refuse_if_held(store: RecordStore, att: Attachment, link: Link) -> None:
         if other == att:
             continue
         try:
-            held = (store.load(other) or {}).get("device") or {}
+            record = store.load(other) or {}
         except CNIError:
             continue
+        if is_foreign(record):
+            continue  # another boot's or node namespace's: that attachment's device went with it
+        held = record.get("device") or {}
         same = held.get("mac") == link.mac and held.get("kind") == link.kind if link.mac else \
             held.get("name") == link.name
         if same:

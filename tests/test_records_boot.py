@@ -26,7 +26,7 @@ from firewall import ownership
 from firewall.ownership import Holdings
 from portmap import claims
 from portmap.config import PortMapping
-from tests.netenv import EXTERNAL_NET, Node, _add_external_host, node_env, request, server
+from tests.netenv import EXTERNAL_NET, Node, _add_external_host, node_env, ns_exec, request, server
 from tests.test_resilience_common import tree
 from tests.test_resilience_support import NO_HELPER, full_chain, install_conflist
 
@@ -297,3 +297,22 @@ def test_records_name_the_node_namespace_through_the_helper_too() -> None:
         assert len(origins) == 3 and all(origin == origins[0] for origin in origins), origins
         assert origins[0]["netns"] == f"{st.st_dev}:{st.st_ino}"
         assert origins[0] != records.current_origin()  # this test's own namespace is not the node's
+
+
+def test_host_device_is_not_refused_for_a_record_of_another_boot() -> None:
+    """host-device refuses a device another attachment's record holds (that DEL has yet to restore it);
+    a record written in another boot holds nothing: the device is the new boot's."""
+    from tests.test_host_device import add, add_nic, expect_error, hd_conf  # noqa: PLC0415
+
+    with node_env("rbhd") as node:
+        add_nic(node, "hd0")
+        c1, c2 = node.container("c1"), node.container("c2")
+        add(node, hd_conf(node), c1)
+        ns_exec(c1, "ip", "link", "set", "eth0", "netns", node.ns)  # back on the node, c1's DEL not run
+        node.exec("ip", "link", "set", "eth0", "name", "hd0")
+        expect_error(node, hd_conf(node), c2, 7, "device hd0 is in use by container")
+        store = RecordStore(node.state_dir, "host-device")
+        [held] = list(store.attachments())
+        _rewrite_origin(store, held, OTHER_BOOT)
+        add(node, hd_conf(node), c2)
+        assert ns_exec(c2, "ip", "link", "show", "eth0").returncode == 0

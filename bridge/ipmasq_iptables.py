@@ -1,4 +1,4 @@
-"""ipMasq: a per-container chain in ``nat`` that masquerades traffic leaving the container's subnet.
+"""ipMasq on iptables: a per-container chain in ``nat`` that masquerades traffic leaving the container's subnet.
 
 Layout exactly as the reference (``../shared/reference.md`` §3.3), so operators find what they
 expect: chain ``CNI-`` + 24 hex digits of SHA-512(network + container ID); ``POSTROUTING -s <ip>
@@ -59,7 +59,9 @@ def setup(network: str, container_id: str, ips: list[dict[str, Any]]) -> None:
         table.apply(family, "nat", owned.ensure)
 
 
-def teardown(network: str, container_id: str, families: tuple[int, ...] = (4, 6)) -> None:
+def teardown(network: str, container_id: str, families: tuple[int, ...] = (4, 6),
+             addresses: list[str] | None = None) -> None:
+    """Remove the chain and the jumps to it (found by the chain's name: ``addresses`` are not needed)."""
     owned = OwnedChain(table="nat", name=chain_name(network, container_id), entry_chains=("POSTROUTING",))
     for family in families:
         table.apply(family, "nat", owned.remove)

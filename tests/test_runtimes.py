@@ -27,7 +27,7 @@ import pytest
 
 from cnictl import config as cnictl_config
 from cnictl.install import PLUGIN_ENTRIES
-from tests.netenv import EXTERNAL_NET, PYTHON, REPO, Node, node_env, ns_exec, server, sh, wait_for
+from tests.netenv import EXTERNAL_NET, PYTHON, REPO, Node, node_env, ns_exec, request, server, sh, wait_for
 
 EXAMPLES = os.path.join(REPO, "examples")
 BUSYBOX = "/bin/busybox"  # Debian's busybox-static: one static binary, every applet
@@ -246,10 +246,6 @@ class Sandbox:
         """A path of the sandbox's mount namespace, as seen from outside."""
         return f"/proc/{self.proc.pid}/root{inside}"
 
-    def files(self, inside: str) -> list[str]:
-        root = self.path(inside)
-        return sorted(os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs)
-
     def close(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait()
@@ -414,15 +410,16 @@ def load_tables(node: Node) -> None:
             node.exec(tool, "-w", "-t", table, "-S")
 
 
-def node_snapshot(node: Node, sandbox: Sandbox, network: str) -> dict[str, Any]:
-    """Everything a container could leave behind on the node."""
+def node_snapshot(node: Node, network: str, cache_dir: str) -> dict[str, Any]:
+    """Everything a container could leave behind on the node (``cache_dir``: the runtime's libcni cache)."""
     return {"links": node.links(), "v4": node.save(4), "v6": node.save(6),
             "nft": node.exec("nft", "list", "ruleset", check=False).stdout.decode(),
             "reservations": node.reservations(network),
             "records": sorted(os.path.relpath(os.path.join(d, f), node.state_dir)
                               for d, _, fs in os.walk(node.state_dir) for f in fs
                               if not d.startswith(os.path.join(node.state_dir, "host-local"))),
-            "cni cache": sandbox.files("/var/lib/cni")}
+            "cni cache": sorted(os.path.relpath(os.path.join(d, f), cache_dir)
+                                for d, _, fs in os.walk(cache_dir) for f in fs)}
 
 
 # --- podman tests ----------------------------------------------------------------------------------
@@ -458,7 +455,7 @@ def test_podman_runs_a_published_container_on_the_default_conflist(podman_node: 
     network = "podman"
     assert podman("info", "--format", "{{.Host.NetworkBackend}}") == "cni"
     assert network in podman("network", "ls", "--format", "{{.Name}}").split()
-    before = node_snapshot(node, podman.sandbox, network)
+    before = node_snapshot(node, network, podman.sandbox.path("/var/lib/cni"))
 
     podman("run", "--detach", "--name", "web", "--publish", f"{HOST_PORT}:{CONTAINER_PORT}", IMAGE)
     web_ip = podman.address("web", network)
@@ -490,7 +487,7 @@ def test_podman_runs_a_published_container_on_the_default_conflist(podman_node: 
     assert len(bridge_ports(node, PODMAN_BRIDGE)) == 1
 
     podman("rm", "--force", "--time", "0", "web")
-    after = node_snapshot(node, podman.sandbox, network)
+    after = node_snapshot(node, network, podman.sandbox.path("/var/lib/cni"))
     # Like the reference bridge plugin, ours keeps the bridge once made; nothing else remains.
     assert after["links"] == sorted(before["links"] + [PODMAN_BRIDGE])
     assert bridge_ports(node, PODMAN_BRIDGE) == []
@@ -627,7 +624,7 @@ def containerd_node() -> Iterator[tuple[Node, Containerd]]:
 def test_ctr_runs_containers_on_the_containerd_conflist(containerd_node: tuple[Node, Containerd]) -> None:
     node, containerd = containerd_node
     network = "containerd-net"
-    before = node_snapshot(node, containerd.sandbox, network)
+    before = node_snapshot(node, network, containerd.sandbox.path("/var/lib/cni"))
 
     for round_ in ("first", "again"):  # a second container by the same name after the first is gone
         containerd.start("web")
@@ -644,7 +641,44 @@ def test_ctr_runs_containers_on_the_containerd_conflist(containerd_node: tuple[N
         assert len(bridge_ports(node, CTR_BRIDGE)) == 1
 
         containerd.stop("web")
-        after = node_snapshot(node, containerd.sandbox, network)
+        after = node_snapshot(node, network, containerd.sandbox.path("/var/lib/cni"))
         assert after["links"] == sorted(before["links"] + [CTR_BRIDGE])
         assert bridge_ports(node, CTR_BRIDGE) == []
+        assert {k: v for k, v in after.items() if k != "links"} == {k: v for k, v in before.items() if k != "links"}
+
+
+@pytest.mark.root
+def test_containerd_cri_sequence_on_the_example_files() -> None:
+    """What containerd's CRI plugin does for a pod sandbox, through cnictl: the loopback config on
+    ``lo``, then the default network on eth0 with the pod's hostPorts (ctr does neither), and the
+    DELs in reverse."""
+    with node_env("cri") as node:
+        network_conf = load_example("containerd", "10-containerd-net.conflist")
+        loopback_conf = load_example("containerd", "99-loopback.conf")
+        require_plugins(node.bin_dir, network_conf)
+        require_plugins(node.bin_dir, loopback_conf)
+        network_conf = with_test_ranges(network_conf, [{"subnet": CTR_SUBNET, "gateway": CTR_GATEWAY},
+                                                       {"subnet": CTR_SUBNET6}], node.data_dir)
+        for name, conf in (("10-containerd-net.conflist", network_conf), ("99-loopback.conf", loopback_conf)):
+            with open(os.path.join(node.netconf_dir, name), "w", encoding="utf-8") as f:
+                json.dump(conf, f)
+        node.exec("sysctl", "-qw", "net.ipv4.ip_forward=1")
+        load_tables(node)
+        network = network_conf["name"]
+        before = node_snapshot(node, network, node.cache_dir)
+        pod = node.container("pod")
+        ns_exec(pod, "ip", "link", "set", "lo", "down")
+
+        node.cnictl("add", loopback_conf["name"], pod, "--ifname", "lo")
+        node.cnictl("add", network, pod, "--publish", f"{HOST_PORT}:{CONTAINER_PORT}/tcp")
+        with server(pod, "tcp", CONTAINER_PORT):
+            assert request(pod, "tcp", "127.0.0.1", CONTAINER_PORT) == "srv 127.0.0.1"  # lo is up
+            assert request(node.external, "tcp", NODE_IP, HOST_PORT) == f"srv {EXTERNAL_HOST}"
+            assert request(node.ns, "tcp", "127.0.0.1", HOST_PORT).startswith("srv ")
+
+        node.cnictl("del", network, pod)
+        node.cnictl("del", loopback_conf["name"], pod, "--ifname", "lo")
+        assert "UP" not in json.loads(ns_exec(pod, "ip", "-j", "link", "show", "lo").stdout)[0]["flags"]
+        after = node_snapshot(node, network, node.cache_dir)
+        assert after["links"] == sorted(before["links"] + [CTR_BRIDGE])
         assert {k: v for k, v in after.items() if k != "links"} == {k: v for k, v in before.items() if k != "links"}

@@ -448,8 +448,8 @@ class Run:
 
 
 def install_ours(bin_dir: str) -> None:
-    proc = subprocess.run([sys.executable, "-m", "cnictl.cli", "install", "--dest", bin_dir], capture_output=True,
-                          env=dict(os.environ, PYTHONPATH=REPO), check=False)
+    proc = subprocess.run([sys.executable, "-m", "cnictl.cli", "install", "--dest", bin_dir, "--no-helper"],
+                          capture_output=True, env=dict(os.environ, PYTHONPATH=REPO), check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"cnictl install failed: {proc.stderr.decode(errors='replace').strip()}")
 

@@ -7,6 +7,11 @@ relays the answer: a warm worker of the helper runs the very same ``skel.execute
 caller's network and mount namespaces. When there is no helper (or ``PYCNI_HELPER=0``), the
 executable runs the plugin itself. Either way the observable behaviour is identical.
 
+Each launcher names the release it was installed with (``cni.release``); a helper of another
+release refuses the call (it would run other code) and the launcher runs the plugin itself, saying
+so on stderr. The wire format (``encode_request``, ``read_reply``) keeps the version check first so
+that helpers and launchers of any two releases understand a refusal.
+
 Every exec pays for this module before anything else, so it imports only modules built into the
 interpreter (``posix``, ``_socket``, ``sys``: no file is opened to import them) and works on the
 raw bytes of the environment and of stdin/stdout.
@@ -20,19 +25,28 @@ SOCKET_ENV = "PYCNI_HELPER_SOCKET"
 DISABLE_ENV = "PYCNI_HELPER"  # "0" = never use the helper
 SOL_SOCKET = 1
 SCM_RIGHTS = 1
+# A request is an 8-byte length and a body whose first field is its head: CALL + the launcher's
+# release (then entry, environment, stdin; the caller's netns, mntns and stderr as SCM_RIGHTS), or
+# a control request (STATUS, EXIT) without descriptors. A reply is a kind byte, an 8-byte length and
+# a payload: RESULT (exit code byte + stdout), REFUSED (the helper's release), or CONTROL (JSON).
+CALL = b"call "
+STATUS = b"status"
+EXIT = b"exit"
+RESULT, REFUSED, CONTROL = b"R", b"V", b"C"
 HELPER_DIED = (b'{"cniVersion": "1.1.0", "code": 11, "msg": "the plugin helper ended before answering; '
                b'try again later"}\n')
 
 
-def encode_request(entry: str, env: "dict[bytes, bytes]", stdin: bytes) -> bytes:
-    """entry NUL, env as K=V NUL-separated, an empty field, then stdin; length-prefixed."""
-    head = [entry.encode()]
+def encode_request(entry: str, env: "dict[bytes, bytes]", stdin: bytes, release: str = "") -> bytes:
+    """CALL+release NUL entry NUL, env as K=V NUL-separated, an empty field, then stdin; length-prefixed."""
+    head = [CALL + release.encode(), entry.encode()]
     head += [key + b"=" + value for key, value in env.items() if b"\0" not in key + value]
     body = b"\0".join(head) + b"\0\0" + stdin
     return len(body).to_bytes(8, "big") + body
 
 
 def decode_request(body: bytes) -> "tuple[str, dict[str, str], bytes]":
+    """The rest of a CALL body after its head: (entry, environment, stdin)."""
     head, _, stdin = body.partition(b"\0\0")
     fields = head.split(b"\0")
     env = {}
@@ -69,8 +83,14 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[posix.write(fd, view):]
 
 
-def _via_helper(entry: str, stdin: bytes) -> "tuple[bytes, int] | None":
-    """(stdout, exit code) from the helper, or None when no helper is listening."""
+def read_reply(sock: "_socket.socket") -> "tuple[bytes, bytes]":
+    """(kind, payload) of one reply; EOFError when the helper closes first."""
+    header = recv_exact(sock, 9)
+    return header[:1], recv_exact(sock, int.from_bytes(header[1:], "big"))
+
+
+def _via_helper(entry: str, stdin: bytes, release: str) -> "tuple[bytes, int] | None":
+    """(stdout, exit code) from the helper, or None when no helper is listening or it refused."""
     environ = posix.environ  # bytes keys and values, exactly what the runtime passed
     path = environ.get(SOCKET_ENV.encode()) or DEFAULT_SOCKET.encode()
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
@@ -82,28 +102,34 @@ def _via_helper(entry: str, stdin: bytes) -> "tuple[bytes, int] | None":
         fds = [posix.open("/proc/thread-self/ns/net", posix.O_RDONLY),
                posix.open("/proc/thread-self/ns/mnt", posix.O_RDONLY)]
         try:
-            payload = encode_request(entry, environ, stdin)
+            payload = encode_request(entry, environ, stdin, release)
             fd_bytes = b"".join(fd.to_bytes(4, sys.byteorder, signed=True) for fd in (*fds, 2))
             sock.sendmsg([payload], [(SOL_SOCKET, SCM_RIGHTS, fd_bytes)])
         finally:
             for fd in fds:
                 posix.close(fd)
         try:
-            size = int.from_bytes(recv_exact(sock, 8), "big")
-            code = int.from_bytes(recv_exact(sock, 1), "big")
-            return recv_exact(sock, size), code
+            kind, payload = read_reply(sock)
         except (EOFError, OSError):
             return HELPER_DIED, 1
+        if kind == RESULT and payload:
+            return payload[1:], payload[0]
+        if kind == REFUSED:  # nothing was run: doing the work here is safe
+            posix.write(2, b"pycni: helper runs version " + payload + b", this plugin is "
+                        + (release.encode() or b"unknown") + b"; running directly\n")
+            return None
+        return HELPER_DIED, 1
     finally:
         sock.close()
 
 
-def main(entry: str) -> None:
+def main(entry: str, release: str = "") -> None:
+    """Run one call of the plugin ``entry``; ``release`` is what ``cnictl install`` installed."""
     environ = posix.environ
     command = environ.get(b"CNI_COMMAND", b"")
     if command and environ.get(DISABLE_ENV.encode(), b"1") != b"0":
         stdin = b"" if command == b"VERSION" else _read_all(0)
-        answer = _via_helper(entry, stdin)
+        answer = _via_helper(entry, stdin, release)
         if answer is not None:
             out, code = answer
             if out:

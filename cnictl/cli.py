@@ -7,7 +7,9 @@
     cnictl show [NETWORK] [--json]
     cnictl status NETWORK [NETNS]
     cnictl install [--dest /opt/cni/bin] [--only TYPE[,TYPE]] [--python PATH] [--direct]
-    cnictl helper [--socket PATH]
+                   [--unit-dir /etc/systemd/system | --no-helper]
+    cnictl uninstall [--dest /opt/cni/bin] [--unit-dir /etc/systemd/system]
+    cnictl helper [--socket PATH] [--status]
 
 Every network command also takes --cni-path, --conf-dir and --cache-dir, defaulting to the
 environment variables CNI_PATH, NETCONFPATH and CNI_CACHE_DIR like cnitool (then /opt/cni/bin,
@@ -108,10 +110,25 @@ def build_parser() -> argparse.ArgumentParser:
     inst.add_argument("--python", help="interpreter for the #! line (default: this venv's bin/python)")
     inst.add_argument("--direct", action="store_true", default=None,
                       help="run the plugin in the launcher itself, never through the resident helper")
+    from cnictl import service  # noqa: PLC0415
+
+    inst.add_argument("--unit-dir", default=service.DEFAULT_UNIT_DIR,
+                      help=f"where the helper's systemd units go (default {service.DEFAULT_UNIT_DIR})")
+    inst.add_argument("--no-helper", action="store_true",
+                      help="do not install the socket-activated resident helper (its systemd units)")
     inst.set_defaults(handler=_cmd_install)
 
+    uninst = commands.add_parser("uninstall", help="remove our launchers and the helper's systemd units")
+    uninst.add_argument("--dest", default=install.DEFAULT_DEST, help=f"default {install.DEFAULT_DEST}")
+    uninst.add_argument("--unit-dir", default=service.DEFAULT_UNIT_DIR,
+                        help=f"default {service.DEFAULT_UNIT_DIR}")
+    uninst.set_defaults(handler=_cmd_uninstall)
+
     helper = commands.add_parser("helper", help="run the resident helper that warm-starts plugin calls")
-    helper.add_argument("--socket", help="unix socket to listen on (default: cni.launcher's)")
+    helper.add_argument("--socket", help="unix socket to listen on (default: cni.launcher's); a socket "
+                        "passed by systemd (socket activation) takes precedence")
+    helper.add_argument("--status", action="store_true",
+                        help="report whether the helper is up, its version, pid and workers (exit 3: not running)")
     helper.set_defaults(handler=_cmd_helper)
     return parser
 
@@ -175,17 +192,81 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_install(args: argparse.Namespace) -> int:
-    from cnictl import install  # noqa: PLC0415
+    from cni import release as releases  # noqa: PLC0415
+    from cnictl import install, service  # noqa: PLC0415
 
-    for path in install.install(args.dest, install.select(args.only), interpreter=args.python, direct=args.direct):
+    release = releases.current(install.project_root())
+    interpreter = args.python or install.launcher_interpreter()
+    for path in install.install(args.dest, install.select(args.only), interpreter=interpreter, direct=args.direct,
+                                release=release):
+        print(path)
+    if args.no_helper:  # a helper left from an earlier install refuses these launchers: no harm
+        return 0
+    units = service.install_units(args.unit_dir, interpreter, release)
+    for path in units:
+        print(path)
+    if service.managed_by_systemd(args.unit_dir):
+        for action in service.INSTALL_ACTIONS:
+            service.systemctl(action)
+    else:
+        print(f"cnictl: systemd is not running or does not read {args.unit_dir}: the helper's units were "
+              "written, not enabled", file=sys.stderr)
+        retired = service.retire_stale_helper(_helper_socket(), release)
+        if retired:
+            print(f"cnictl: {retired}; the next plugin call starts version {release}", file=sys.stderr)
+    return 0
+
+
+def _cmd_uninstall(args: argparse.Namespace) -> int:
+    from cnictl import install, service  # noqa: PLC0415
+
+    managed = service.managed_by_systemd(args.unit_dir)
+    before, after = service.uninstall_actions(bool(service.our_units(args.unit_dir)))
+    for action in before if managed else []:
+        service.systemctl(action)
+    removed = service.remove_units(args.unit_dir)
+    for action in after if managed else []:
+        service.systemctl(action)
+    for path in [*install.uninstall(args.dest), *removed]:
         print(path)
     return 0
 
 
+def _helper_socket() -> str:
+    """The socket the launchers use: PYCNI_HELPER_SOCKET when set (as they read it), else the default."""
+    from cni import launcher  # noqa: PLC0415
+
+    return os.environ.get(launcher.SOCKET_ENV) or launcher.DEFAULT_SOCKET
+
+
 def _cmd_helper(args: argparse.Namespace) -> int:
+    if args.status:
+        return _helper_status(args.socket or _helper_socket())
     from cni import helper  # noqa: PLC0415 - heavy: it preloads every plugin
 
     helper.main(["--socket", args.socket] if args.socket else [])
+    return 0
+
+
+def _helper_status(socket_path: str) -> int:
+    from cni import helper, launcher  # noqa: PLC0415
+    from cni import release as releases  # noqa: PLC0415
+    from cnictl import install  # noqa: PLC0415
+
+    try:
+        answer = helper.control(socket_path, launcher.STATUS)
+    except (OSError, ValueError) as exc:
+        print(f"helper: not running ({socket_path}: {getattr(exc, 'strerror', None) or exc})")
+        return 3
+    ours = releases.current(install.project_root())
+    version = answer.get("version")
+    match = ("the installed version" if version == ours
+             else f"installed is {ours}: calls run directly until it restarts")
+    workers = answer.get("workers") or []
+    how = "socket-activated" if answer.get("activated") else "own socket"
+    print(f"helper: running, version {version} ({match})")
+    print(f"pid: {answer.get('pid')}, up {answer.get('uptime')} s, socket {answer.get('socket')} ({how})")
+    print(f"workers: {len(workers)} ({' '.join(str(w) for w in workers)}), {answer.get('idle_workers')} kept idle")
     return 0
 
 

@@ -10,9 +10,11 @@ The second line, ``# pycni-entry: <module>:<attr>``, is how ``cni.invoke`` recog
 own plugins and runs it in-process instead of exec'ing it.
 
 The launcher hands the call to ``cni.launcher.main``, which forwards it to the resident helper when
-one is running and otherwise runs the plugin through ``cni.skel`` in the launcher's own process. A
-"direct" launcher (``--direct``, or when ``cni.launcher`` does not exist) imports the plugin module
-and calls ``cni.skel.run(module.PLUGIN)`` itself.
+one is running and otherwise runs the plugin through ``cni.skel`` in the launcher's own process; it
+names the release it was installed with (``cni.release``: package version and source digest), and a
+helper of another release refuses its calls. A "direct" launcher (``--direct``, or when
+``cni.launcher`` does not exist) imports the plugin module and calls ``cni.skel.run(module.PLUGIN)``
+itself.
 """
 from __future__ import annotations
 
@@ -95,7 +97,7 @@ def helper_launcher_available() -> bool:
 
 
 def render_launcher(plugin_type: str, entry: str, interpreter: str, roots: Iterable[str],
-                    direct: bool = False) -> bytes:
+                    direct: bool = False, release: str = "") -> bytes:
     module, attr = split_entry(entry)
     shebang = f"#!{interpreter} -IS"
     if not os.path.isabs(interpreter) or any(c.isspace() for c in interpreter):
@@ -115,23 +117,29 @@ def render_launcher(plugin_type: str, entry: str, interpreter: str, roots: Itera
     if direct:
         lines += ["import cni.skel", f"import {module}", f"cni.skel.run({module}.{attr})"]
     else:
-        lines += ["import cni.launcher", f"cni.launcher.main({module + ':' + attr!r})"]
+        release_arg = f", {release!r}" if release else ""
+        lines += ["import cni.launcher", f"cni.launcher.main({module + ':' + attr!r}{release_arg})"]
     return ("\n".join(lines) + "\n").encode()
 
 
 def install(dest: str = DEFAULT_DEST, entries: Mapping[str, str] = PLUGIN_ENTRIES,
             interpreter: str | None = None, roots: Iterable[str] | None = None,
-            direct: bool | None = None) -> list[str]:
+            direct: bool | None = None, release: str | None = None) -> list[str]:
     """Write one launcher per ``type -> module:attr`` entry into ``dest``; return their paths.
 
     Each file is replaced atomically with mode 0755. Entries whose module does not exist yet are
     installed all the same: they fail at exec time until the module is written. ``direct`` None
-    means "direct only when there is no cni.launcher".
+    means "direct only when there is no cni.launcher". ``release`` (default: that of the installed
+    tree) is what the launchers tell the helper.
     """
     interpreter = interpreter or launcher_interpreter()
     roots = list(roots) if roots is not None else import_roots()
     if direct is None:
         direct = not helper_launcher_available()
+    if release is None:
+        from cni import release as releases  # noqa: PLC0415
+
+        release = releases.current(project_root())
     from cni.files import atomic_write  # noqa: PLC0415
 
     try:
@@ -143,7 +151,7 @@ def install(dest: str = DEFAULT_DEST, entries: Mapping[str, str] = PLUGIN_ENTRIE
         if not plugin_type or "/" in plugin_type or plugin_type in (".", ".."):
             raise CnictlError(f"invalid plugin type {plugin_type!r}")
         path = os.path.join(dest, plugin_type)
-        content = render_launcher(plugin_type, entry, interpreter, roots, direct)
+        content = render_launcher(plugin_type, entry, interpreter, roots, direct, release)
         try:
             atomic_write(path, content, 0o755)
             os.chmod(path, 0o755)  # atomic_write's mode is filtered by the umask
@@ -151,6 +159,45 @@ def install(dest: str = DEFAULT_DEST, entries: Mapping[str, str] = PLUGIN_ENTRIE
             raise CnictlError(f"cannot write {path}: {exc.strerror}") from None
         written.append(path)
     return written
+
+
+def uninstall(dest: str = DEFAULT_DEST) -> list[str]:
+    """Remove our launchers from ``dest`` (files whose second line is the entry marker); their paths.
+
+    Anything else there (the runtime's other plugins) stays, whatever its name.
+    """
+    try:
+        names = sorted(os.listdir(dest))
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise CnictlError(f"cannot list {dest}: {exc.strerror}") from None
+    removed = []
+    for name in names:
+        path = os.path.join(dest, name)
+        if not is_launcher(path):
+            continue
+        try:
+            os.unlink(path)
+        except OSError as exc:
+            raise CnictlError(f"cannot remove {path}: {exc.strerror}") from None
+        removed.append(path)
+    return removed
+
+
+def is_launcher(path: str) -> bool:
+    """Whether ``path`` is a regular file that ``cnictl install`` wrote."""
+    import stat  # noqa: PLC0415
+
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return False
+        with open(path, "rb") as f:
+            head = f.read(MAX_SHEBANG + 1 + 512)
+    except OSError:
+        return False
+    lines = head.split(b"\n", 2)
+    return len(lines) > 2 and lines[0].startswith(b"#!") and lines[1].startswith(ENTRY_MARKER.encode())
 
 
 def select(only: Iterable[str] | None, entries: Mapping[str, str] = PLUGIN_ENTRIES) -> dict[str, str]:

@@ -161,7 +161,7 @@ def normalize_save(text: str) -> str:
 
 def install_plugins(dest: str) -> None:
     """Install our launchers into ``dest`` with the project's own installer."""
-    sh(PYTHON, "-m", "cnictl.cli", "install", "--dest", dest, env=dict(os.environ, PYTHONPATH=REPO))
+    sh(PYTHON, "-m", "cnictl.cli", "install", "--dest", dest, "--no-helper", env=dict(os.environ, PYTHONPATH=REPO))
 
 
 @contextmanager

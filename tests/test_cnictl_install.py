@@ -83,7 +83,8 @@ def test_reinstall_replaces_files_with_mode_0755_whatever_the_umask(tmp_path: Pa
 
 
 def test_cli_install_with_only(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["install", "--dest", str(tmp_path), "--only", "portmap,bridge", "--only", "bridge"]) == 0
+    assert cli.main(["install", "--dest", str(tmp_path), "--only", "portmap,bridge", "--only", "bridge",
+                     "--no-helper"]) == 0
     assert sorted(os.listdir(tmp_path)) == ["bridge", "portmap"]
     assert capsys.readouterr().out.split() == [str(tmp_path / "portmap"), str(tmp_path / "bridge")]
     assert cli.main(["install", "--dest", str(tmp_path), "--only", "no-such-plugin"]) == 1

@@ -7,7 +7,6 @@ this on the cheap path: every ADD converts a result, few need the typed models i
 """
 from __future__ import annotations
 
-import ipaddress
 TYPE_CHECKING = False  # typing costs ~2 ms to import; annotations are strings here
 if TYPE_CHECKING:
     from typing import Any
@@ -22,6 +21,8 @@ _INTERFACE_FIELDS_040 = ("name", "mac", "sandbox")
 
 
 def _family_of(cidr: str) -> int:
+    import ipaddress  # noqa: PLC0415 - ~5 ms; a 1.x result (loopback's ADD, every pass-through) never needs it
+
     try:
         return ipaddress.ip_interface(cidr).version
     except ValueError as exc:

@@ -60,7 +60,8 @@ class Bench:
         self.namespaces: list[str] = []
         self.node = self.add_netns("node")
         self.ours_bin = os.path.join(self.work, "bin")
-        proc = subprocess.run([sys.executable, "-m", "cnictl.cli", "install", "--dest", self.ours_bin],
+        # --no-helper: launchers only, no systemd units for the resident helper (this measures direct execs).
+        proc = subprocess.run([sys.executable, "-m", "cnictl.cli", "install", "--dest", self.ours_bin, "--no-helper"],
                               capture_output=True, env=dict(os.environ, PYTHONPATH=REPO), check=False)
         if proc.returncode != 0:
             raise RuntimeError(f"cnictl install: {proc.stderr.decode(errors='replace').strip()}")

@@ -115,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     inst.add_argument("--unit-dir", default=service.DEFAULT_UNIT_DIR,
                       help=f"where the helper's systemd units go (default {service.DEFAULT_UNIT_DIR})")
     inst.add_argument("--no-helper", action="store_true",
-                      help="do not install the socket-activated resident helper (its systemd units)")
+                      help="do not install the socket-activated resident helper (its systemd units); "
+                      "implied by --direct")
     inst.set_defaults(handler=_cmd_install)
 
     uninst = commands.add_parser("uninstall", help="remove our launchers and the helper's systemd units")
@@ -200,7 +201,7 @@ def _cmd_install(args: argparse.Namespace) -> int:
     for path in install.install(args.dest, install.select(args.only), interpreter=interpreter, direct=args.direct,
                                 release=release):
         print(path)
-    if args.no_helper:  # a helper left from an earlier install refuses these launchers: no harm
+    if args.no_helper or args.direct:  # a helper left from an earlier install refuses these launchers
         return 0
     units = service.install_units(args.unit_dir, interpreter, release)
     for path in units:

@@ -110,11 +110,12 @@ def test_install_writes_the_helper_units(tmp_path: Path, no_helper_anywhere: Non
         assert verify.returncode == 0 and verify.stderr == "", verify.stderr
 
 
-def test_no_helper_writes_no_units(tmp_path: Path, no_helper_anywhere: None) -> None:
+@pytest.mark.parametrize("flag", ["--no-helper", "--direct"])
+def test_no_helper_writes_no_units(tmp_path: Path, no_helper_anywhere: None, flag: str) -> None:
     units = tmp_path / "units"
-    assert cli.main(["install", "--dest", str(tmp_path / "bin"), "--unit-dir", str(units), "--no-helper"]) == 0
+    assert cli.main(["install", "--dest", str(tmp_path / "bin"), "--unit-dir", str(units), flag]) == 0
     assert not units.exists()
-    assert (tmp_path / "bin" / "bridge").exists()
+    assert install.is_launcher(str(tmp_path / "bin" / "bridge"))
 
 
 def test_uninstall_removes_exactly_what_install_wrote(tmp_path: Path, no_helper_anywhere: None,

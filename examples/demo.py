@@ -35,12 +35,30 @@ def show(label: str, text: str) -> None:
 def prepare_conflist(node: Node) -> None:
     with open(os.path.join(HERE, "20-portmap.conflist")) as f:
         conflist = json.load(f)
-    for plugin in conflist["plugins"]:  # keep all state in the demo's temp dir
+    for plugin in conflist["plugins"]:  # keep all state (and the log) in the demo's temp dir
         plugin["stateDir"] = node.state_dir
+        if "logFile" in plugin:
+            plugin["logFile"] = log_file(node)
         if "ipam" in plugin:
             plugin["ipam"]["dataDir"] = node.data_dir
     with open(os.path.join(node.netconf_dir, "20-portmap.conflist"), "w") as f:
         json.dump(conflist, f, indent=2)
+
+
+def log_file(node: Node) -> str:
+    return os.path.join(node.work, "pycni.log")
+
+
+def log_summary(node: Node) -> str:
+    """One line per logged event, as an operator would skim the JSON lines."""
+    lines = []
+    with open(log_file(node)) as f:
+        for line in f:
+            event = json.loads(line)
+            what = event["outcome"] if event["event"] == "call" else event["event"]
+            lines.append(f"{event['time']} {event['plugin']:<10} {event['command']:<5} {event['containerID']:<28} "
+                         f"{what}" + (f" {event['duration_ms']:.1f} ms" if "duration_ms" in event else ""))
+    return "\n".join(lines)
 
 
 def node_view(node: Node) -> dict[str, str]:
@@ -110,6 +128,9 @@ def main() -> int:
         for ctr in (c1, c2):
             node.cnictl("del", NETWORK, ctr)
             print(f"   del {ctr}: ok")
+
+        title("the log (logFile/logLevel in the conflist): one JSON line per plugin call")
+        show(log_file(node), log_summary(node))
 
         title("the node after both DELs, compared with before the first ADD")
         final = node_view(node)

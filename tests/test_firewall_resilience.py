@@ -235,6 +235,7 @@ def write_example(node: Node) -> str:
     assert [p["type"] for p in conflist["plugins"]] == ["bridge", "portmap", "firewall"]
     for plugin in conflist["plugins"]:
         plugin["stateDir"] = node.state_dir
+        plugin.pop("logFile", None)  # the example logs to /var/log; the tests leave the machine alone
         if "ipam" in plugin:
             plugin["ipam"]["dataDir"] = node.data_dir
     with open(os.path.join(node.netconf_dir, "20-portmap.conflist"), "w") as f:

@@ -90,6 +90,10 @@ def begin(plugin: str, command: str, env: Mapping[str, str], stdin: bytes) -> Ca
         path = _setting(FILE_KEY, FILE_ENV, config, env)
         if not path or path in _failed:
             return None
+        if not path.startswith("/"):  # relative to what? The runtime's directory, or the helper's
+            _failed.add(path)
+            _warn_once(path, f"logFile {path!r} is not an absolute path; the call goes on unlogged")
+            return None
         level = _level(_setting(LEVEL_KEY, LEVEL_ENV, config, env))
         if level is None:
             return None

@@ -213,13 +213,15 @@ def test_fifty_plugins_at_once_write_whole_lines(node: Node) -> None:
     assert len(committed) == 2 * count and max(len(json.dumps(line)) for line in committed) > 500
 
 
-@pytest.mark.parametrize("where", ["directory", "read-only"])
+@pytest.mark.parametrize("where", ["directory", "read-only", "relative"])
 def test_an_unwritable_log_never_fails_a_call(node: Node, where: str) -> None:
     bridge, portmap = confs(node)
     ctr = node.container("c1")
+    prefix: list[str] = []
     if where == "directory":
         log = node.work  # opening a directory for writing fails (EISDIR)
-        prefix: list[str] = []
+    elif where == "relative":
+        log = "pycni.log"  # relative to the runtime's directory, or to the helper's: refused
     else:
         ro = os.path.join(node.work, "ro")
         os.makedirs(ro)
@@ -234,10 +236,11 @@ def test_an_unwritable_log_never_fails_a_call(node: Node, where: str) -> None:
     assert proc.returncode == 0, (proc.stdout, err)
     result = json.loads(proc.stdout)
     assert result["ips"][0]["address"] == "10.88.0.2/24"
-    warnings = [line for line in err.splitlines() if "cannot write log file" in line]
+    warnings = [line for line in err.splitlines() if line.startswith("pycni: warning:")]
     assert len(warnings) == 1 and log in warnings[0], err  # once, though host-local ran in the same process
-    if where == "read-only":
-        assert not os.path.exists(log)
+    assert ("not an absolute path" if where == "relative" else "cannot write log file") in warnings[0]
+    if where != "directory":
+        assert not os.path.exists(log) and not os.path.exists(os.path.join("/", log))
     out, rc, err = run(node, "portmap", "ADD", dict(portmap, logFile=log, prevResult=result), ctr)
     assert rc == 0 and out == result, err
     detach(node, ctr, dict(bridge, logFile=log), dict(portmap, logFile=log))

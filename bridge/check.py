@@ -53,9 +53,20 @@ def verify(req: Request, conf: BridgeConf) -> None:
     if conf.ipMasq:
         from bridge import ipmasq  # noqa: PLC0415 - the netfilter libraries, only when used
 
-        problems = ipmasq.check(req.network, req.container_id, prev.get("ips") or [])
+        problems = ipmasq.check(req.network, req.container_id, prev.get("ips") or [], _ipmasq_backend(req, conf))
         if problems:
             raise _fail("ipMasq: " + "; ".join(problems))
+
+
+def _ipmasq_backend(req: Any, conf: Any) -> str | None:
+    """Where ADD put the masquerade rules: the record says; else the config."""
+    from bridge.plugin import _attachment, _store  # noqa: PLC0415
+
+    try:
+        record = _store(req).load(_attachment(req)) or {}
+    except CNIError:
+        record = {}
+    return str(record.get("ipMasqBackend") or conf.ipMasqBackend or "") or None
 
 
 def _verify_bridge(nl: Netlink, conf: BridgeConf, entry: dict[str, Any] | None) -> Any:

@@ -26,7 +26,7 @@ class PlainBridgeConf(fastconf.SlotsRepr):
     validators (``isDefaultGateway`` implies ``isGateway``)."""
 
     __slots__ = ("cniVersion", "name", "type", "bridge", "isGateway", "isDefaultGateway", "forceAddress", "ipMasq",
-                 "mtu", "hairpinMode", "promiscMode", "vlan", "macspoofchk", "enabledad", "ipam", "dns", "stateDir",
+                 "ipMasqBackend", "mtu", "hairpinMode", "promiscMode", "vlan", "macspoofchk", "enabledad", "ipam", "dns", "stateDir",
                  "runtimeConfig", "args")
 
     cniVersion: str
@@ -37,6 +37,7 @@ class PlainBridgeConf(fastconf.SlotsRepr):
     isDefaultGateway: bool
     forceAddress: bool
     ipMasq: bool
+    ipMasqBackend: str | None
     mtu: int
     hairpinMode: bool
     promiscMode: bool
@@ -72,6 +73,9 @@ def _read(config: dict[str, Any]) -> PlainBridgeConf:
     conf.isDefaultGateway = fastconf.get_bool(config, "isDefaultGateway")
     conf.forceAddress = fastconf.get_bool(config, "forceAddress")
     conf.ipMasq = fastconf.get_bool(config, "ipMasq")
+    conf.ipMasqBackend = fastconf.get_optional_str(config, "ipMasqBackend")
+    if conf.ipMasqBackend not in (None, "iptables", "nftables"):  # Literal["iptables", "nftables"] | None
+        raise fastconf.Unsure("ipMasqBackend")
     conf.mtu = fastconf.get_int(config, "mtu", 0, 0, 65535)
     conf.hairpinMode = fastconf.get_bool(config, "hairpinMode")
     conf.promiscMode = fastconf.get_bool(config, "promiscMode")

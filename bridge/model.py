@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from typing import Literal
+
 from pydantic import Field, field_validator, model_validator
 
 from bridge import DEFAULT_BRIDGE
@@ -17,6 +19,7 @@ class BridgeConf(netconf.NetConf):
     isDefaultGateway: bool = False
     forceAddress: bool = False
     ipMasq: bool = False
+    ipMasqBackend: Literal["iptables", "nftables"] | None = None
     mtu: int = Field(default=0, ge=0, le=65535)
     hairpinMode: bool = False
     promiscMode: bool = False

@@ -66,6 +66,10 @@ def cmd_add(req: Request) -> dict[str, Any]:
     host_veth = links.new_host_veth_name()
     record: dict[str, Any] = {"bridge": conf.bridge, "hostVeth": host_veth, "ips": [], "ipMasq": conf.ipMasq,
                               "ipam": ipam, "spoofcheck": conf.macspoofchk}
+    if conf.ipMasq:
+        from chains.backends import resolve  # noqa: PLC0415
+
+        record["ipMasqBackend"] = resolve(conf.ipMasqBackend)
     previous = _previous_record(store, att)  # an earlier ADD's, kept for DEL should this one fail
     store.save(att, record)  # before anything exists, so a crash from here on is recoverable by DEL
     faults.point("bridge.add.after-record")
@@ -110,7 +114,7 @@ def cmd_add(req: Request) -> dict[str, Any]:
                 if conf.ipMasq:
                     from bridge import ipmasq  # noqa: PLC0415 - the netfilter libraries, only when used
 
-                    ipmasq.setup(req.network, req.container_id, ips)
+                    ipmasq.setup(req.network, req.container_id, ips, record["ipMasqBackend"])
                     faults.point("bridge.add.after-ipmasq")
                 result["ips"] = ips
                 result["routes"] = routes
@@ -220,7 +224,10 @@ def _teardown(req: Request, record: dict[str, Any] | None, ipam: str, container_
             from bridge import ipmasq  # noqa: PLC0415 - the netfilter libraries, only when used
 
             recorded = [ipaddress.ip_interface(ip).version for ip in known.get("ips") or []]
-            ipmasq.teardown(req.network, req.container_id, tuple(sorted(set(recorded))) if known else (4, 6))
+            # Records from before backends existed hold iptables rules; without a record, both are swept.
+            backend = str(known.get("ipMasqBackend") or "iptables") if known else None
+            ipmasq.teardown(req.network, req.container_id, tuple(sorted(set(recorded))) if known else (4, 6),
+                            backend, list(known.get("ips") or []))
     finally:
         if link_deletion is not None:
             link_deletion()  # waits; raises what the deletion raised
@@ -321,7 +328,9 @@ def cmd_gc(req: Request) -> None:
             if record.get("hostVeth"):
                 with Netlink.open() as nl:
                     links.delete_host_veth(nl, str(record["hostVeth"]), str(record.get("bridge") or conf.bridge))
-            ipmasq.teardown(att.network, att.container_id)
+            if record.get("ipMasq", True):
+                ipmasq.teardown(att.network, att.container_id, backend=record.get("ipMasqBackend") or "iptables",
+                                addresses=list(record.get("ips") or []))
             store.delete(att)
         except Exception as exc:  # keep going: GC reports what it could not do
             errors.append(f"{att.container_id}/{att.ifname}: {exc}")

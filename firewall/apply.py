@@ -205,3 +205,33 @@ def _isolation_order_problems(tx: Tx) -> list[str]:
     if stage1 and forward and min(stage1) > min(forward):
         return [f"the jump to {rules.STAGE1} comes after the jump to {rules.FORWARD_CHAIN} in {rules.FORWARD}"]
     return []
+
+
+# --------------------------------------------------------------------------- the backend's interface
+
+def commit(family: int, drop: Holdings, keep_for: Callable[[int], Holdings], want: Holdings | None = None,
+           admin: str | None = None) -> list[str]:
+    """One transaction on the family's filter table (see :func:`stage`)."""
+    from chains import table  # noqa: PLC0415
+
+    def keep() -> Holdings:  # read under the table lock: see ownership.claims
+        others = keep_for(family)
+        return others | want if want is not None else others
+
+    table.apply(family, "filter", lambda tx: stage(tx, drop, keep, want, admin))
+    return []
+
+
+def check(family: int, admin: str, want: Holdings) -> list[str]:
+    from chains import table  # noqa: PLC0415
+
+    return table.read(family, "filter", lambda tx: problems(tx, admin, want))
+
+
+def status() -> None:
+    import os  # noqa: PLC0415
+
+    from chains import table  # noqa: PLC0415
+
+    for family in (4, 6) if os.path.isdir("/proc/sys/net/ipv6") else (4,):
+        table.read(family, "filter", lambda tx: tx.has_chain("FORWARD"))

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
     from firewall.model import FirewallConf
 
-BACKEND = "iptables"
+BACKENDS = ("iptables", "nftables")
 POLICIES = (OPEN, *ISOLATING_POLICIES)
 BUILTIN_CHAINS = ("INPUT", "FORWARD", "OUTPUT", "PREROUTING", "POSTROUTING")
 
@@ -83,7 +83,7 @@ def _read(config: dict[str, Any]) -> PlainFirewallConf:
     conf = PlainFirewallConf()
     conf.cniVersion, conf.name, conf.type = fastconf.netconf_fields(config)
     conf.backend = fastconf.get_optional_str(config, "backend")
-    if conf.backend not in (None, "", BACKEND):
+    if conf.backend not in (None, "", *BACKENDS):
         raise fastconf.Unsure("backend")
     conf.iptablesAdminChainName = admin_chain_name(
         fastconf.get_str(config, "iptablesAdminChainName", DEFAULT_ADMIN_CHAIN))

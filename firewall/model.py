@@ -6,7 +6,7 @@ from __future__ import annotations
 from pydantic import field_validator
 
 from cni import config as netconf
-from firewall.config import BACKEND, POLICIES, FirewallAccessors, admin_chain_name
+from firewall.config import BACKENDS, POLICIES, FirewallAccessors, admin_chain_name
 from firewall.rules import DEFAULT_ADMIN_CHAIN, OPEN
 
 
@@ -21,8 +21,8 @@ class FirewallConf(netconf.NetConf, FirewallAccessors):
     @field_validator("backend")
     @classmethod
     def _backend(cls, v: str | None) -> str | None:
-        if v not in (None, "", BACKEND):
-            raise ValueError(f"only the {BACKEND} backend is implemented")
+        if v not in (None, "", *BACKENDS):
+            raise ValueError(f"unrecognized backend {v!r}: expected one of {', '.join(BACKENDS)}")
         return v
 
     @field_validator("iptablesAdminChainName")

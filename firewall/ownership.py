@@ -67,9 +67,25 @@ def store_for(config: dict[str, Any]) -> RecordStore:
     return RecordStore(state_dir(config), OWNER)
 
 
-def to_record(holdings: dict[int, Holdings]) -> dict[str, Any]:
-    return {"families": {str(family): {"addresses": h.addresses, "isolation": [list(p) for p in h.pairs]}
+def to_record(holdings: dict[int, Holdings], backend: str = "iptables") -> dict[str, Any]:
+    return {"backend": backend,
+            "families": {str(family): {"addresses": h.addresses, "isolation": [list(p) for p in h.pairs]}
                          for family, h in sorted(holdings.items()) if h}}
+
+
+def backend_of(data: dict[str, Any] | None) -> str:
+    """The backend holding a record's rules (records from before backends existed: iptables)."""
+    backend = (data or {}).get("backend")
+    return backend if backend in ("iptables", "nftables") else "iptables"
+
+
+def recorded_backend(store: RecordStore, att: Attachment) -> str | None:
+    """The backend the attachment's record names; None without a readable record."""
+    try:
+        data = store.load(att)
+    except CNIError:
+        return None
+    return backend_of(data) if data is not None else None
 
 
 def from_record(data: dict[str, Any]) -> dict[int, Holdings]:
@@ -102,6 +118,11 @@ def load(store: RecordStore, att: Attachment) -> dict[int, Holdings] | None:
     data = store.load(att)
     if data is None:
         return None
+    return load_data(store, att, data)
+
+
+def load_data(store: RecordStore, att: Attachment, data: dict[str, Any]) -> dict[int, Holdings]:
+    """The holdings of a record already read (see :func:`load`)."""
     if is_foreign(data):
         return empty()
     try:
@@ -119,15 +140,15 @@ def load_reporting(store: RecordStore, att: Attachment) -> dict[int, Holdings] |
         return None
 
 
-def save(store: RecordStore, att: Attachment, holdings: dict[int, Holdings]) -> None:
+def save(store: RecordStore, att: Attachment, holdings: dict[int, Holdings], backend: str = "iptables") -> None:
     """Write the record, or remove it when nothing is held."""
     if any(holdings.values()):
-        store.save(att, to_record(holdings))
+        store.save(att, to_record(holdings, backend))
     else:
         store.delete(att)
 
 
-def claims(store: RecordStore, exclude: Iterable[Attachment], family: int) -> Holdings:
+def claims(store: RecordStore, exclude: Iterable[Attachment], family: int, backend: str = "iptables") -> Holdings:
     """What every other attachment's record (of any network in this state directory) holds in ``family``.
 
     A record written by an ADD that is still under way claims both its old and its new holdings, so
@@ -141,7 +162,10 @@ def claims(store: RecordStore, exclude: Iterable[Attachment], family: int) -> Ho
         if att in excluded:
             continue
         try:
-            held = load(store, att)
+            data = store.load(att)
+            held = None if data is None else load_data(store, att, data)
+            if backend_of(data) != backend:
+                continue  # its rules are in the other backend's tables
         except CNIError:
             complete = False
             continue

@@ -8,13 +8,12 @@ chain is the administrator's and is only deleted when it is empty and unreferenc
 """
 from __future__ import annotations
 
-import os
 import sys
 
 from cni import faults, log, skel
 from cni.errors import INTERNAL, INVALID_CONFIG, NOT_AVAILABLE, CNIError
 from cni.records import Attachment
-from firewall.ownership import FAMILIES, Holdings, claims, empty, load_reporting, save, store_for
+from firewall.ownership import FAMILIES, Holdings, claims, empty, load_reporting, recorded_backend, save, store_for
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -25,7 +24,20 @@ if TYPE_CHECKING:
     from firewall.config import FirewallConf
 
 VERSIONS = ("0.4.0", "1.0.0", "1.1.0")
-TABLE = "filter"
+LAYOUTS = {"iptables": "firewall.apply", "nftables": "firewall.nft"}
+
+
+def _layout(backend: str) -> Any:
+    """The module that lays out the firewall's rules on ``backend`` (same functions on each)."""
+    from chains.backends import layout  # noqa: PLC0415
+
+    return layout(LAYOUTS, backend)
+
+
+def _backend(conf: FirewallConf) -> str:
+    from chains.backends import resolve  # noqa: PLC0415
+
+    return resolve(conf.backend or None)
 
 
 def _attachment(req: Request) -> Attachment:
@@ -44,28 +56,23 @@ def _wanted(policy: str, isolating: bool, prev: dict[str, Any], ifname: str) -> 
 
 def _wanted_checked(conf: FirewallConf, prev: dict[str, Any], ifname: str) -> dict[int, Holdings]:
     """:func:`_wanted`, with every rule built once so that a bad value fails before anything is written."""
-    from firewall import apply  # noqa: PLC0415
-
     want = _wanted(conf.ingressPolicy, conf.isolating, prev, ifname)
+    layout = _layout(_backend(conf))
     try:
         for holdings in want.values():
-            apply.build_rules(conf.admin_chain, holdings)
+            layout.build_rules(conf.admin_chain, holdings)
     except ValueError as exc:
         raise CNIError(INVALID_CONFIG, f"invalid firewall input: {exc}") from None
     return want
 
 
 def _apply(family: int, store: RecordStore, exclude: set[Attachment], drop: Holdings,
-           want: Holdings | None = None, admin: str | None = None) -> None:
-    """One transaction on the family's filter table: drop what is no longer held, add what is wanted."""
-    from chains import table  # noqa: PLC0415
-    from firewall import apply  # noqa: PLC0415
+           want: Holdings | None = None, admin: str | None = None, backend: str = "iptables") -> None:
+    """One transaction on the backend's tables: drop what is no longer held, add what is wanted.
 
-    def keep() -> Holdings:  # read under the table lock: see ownership.claims
-        others = claims(store, exclude, family)
-        return others | want if want is not None else others
-
-    table.apply(family, TABLE, lambda tx: apply.stage(tx, drop, keep, want, admin))
+    What the other attachments hold (on the same backend) is read inside the transaction, under its lock."""
+    changes = _layout(backend).commit(family, drop, lambda f: claims(store, exclude, f, backend), want, admin)
+    log.debug("rules committed", backend=backend, family=family, rules=changes)
 
 
 def cmd_add(req: Request) -> dict[str, Any]:
@@ -74,36 +81,44 @@ def cmd_add(req: Request) -> dict[str, Any]:
     conf = config.load(req.config)
     if req.prev_result is None:
         raise CNIError(INVALID_CONFIG, "missing prevResult from earlier plugin")
+    backend = _backend(conf)
     want = _wanted_checked(conf, req.prev_result, req.ifname)
     store, att = store_for(req.config), _attachment(req)
     previous = load_reporting(store, att) or empty()
+    previous_backend = recorded_backend(store, att) or backend
+    if previous_backend != backend and any(previous.values()):
+        # The config moved to the other backend since the earlier ADD: its rules leave the old one first.
+        for family in FAMILIES:
+            if previous[family]:
+                _apply(family, store, {att}, previous[family], backend=previous_backend)
+        previous = empty()
     stale = {family: previous[family] - want[family] for family in FAMILIES}
     # Until the commits are done the record covers both the old and the new rules.
-    save(store, att, {family: previous[family] | want[family] for family in FAMILIES})
+    save(store, att, {family: previous[family] | want[family] for family in FAMILIES}, backend)
     faults.point("firewall.add.after-record")
     try:
         committed = 0
         for family in FAMILIES:
             if stale[family] or want[family]:
-                _apply(family, store, {att}, stale[family], want[family], conf.admin_chain)
+                _apply(family, store, {att}, stale[family], want[family], conf.admin_chain, backend)
                 committed += 1
                 if committed == 1:
                     faults.point("firewall.add.after-first-family")
     except BaseException:
-        _undo(store, att)
+        _undo(store, att, backend)
         raise
     faults.point("firewall.add.after-rules")
-    save(store, att, want)
+    save(store, att, want, backend)
     return req.prev_result
 
 
-def _undo(store: RecordStore, att: Attachment) -> None:
+def _undo(store: RecordStore, att: Attachment, backend: str) -> None:
     """Take out whatever the record covers after a failed ADD: no partial rules stay behind."""
     try:
         held = load_reporting(store, att) or empty()
         for family in FAMILIES:
             if held[family]:
-                _apply(family, store, {att}, held[family])
+                _apply(family, store, {att}, held[family], backend=backend)
         store.delete(att)
     except Exception as exc:  # the ADD's own error matters more; the record stays for DEL
         print(f"firewall: cleanup after failed ADD incomplete: {exc}", file=sys.stderr)
@@ -127,31 +142,37 @@ def _fallback_holdings(req: Request) -> dict[int, Holdings]:
 
 
 def cmd_del(req: Request) -> None:
+    from chains.backends import NAMES  # noqa: PLC0415
+
     store, att = store_for(req.config), _attachment(req)
     held = load_reporting(store, att)
+    backends: tuple[str, ...] = (recorded_backend(store, att) or "iptables",)
     if held is None:
         held = _fallback_holdings(req)
+        backends = NAMES  # without a (readable) record, both backends are swept
         if not any(held[family] for family in FAMILIES):
             log.info("nothing to remove", reason="no record of this attachment and no addresses in prevResult")
     for family in FAMILIES:
         if held[family]:
-            _apply(family, store, {att}, held[family])
+            for backend in backends:
+                _apply(family, store, {att}, held[family], backend=backend)
     faults.point("firewall.del.after-rules")
     store.delete(att)
 
 
 def cmd_check(req: Request) -> None:
-    from chains import table  # noqa: PLC0415
-    from firewall import apply, config  # noqa: PLC0415
+    from firewall import config  # noqa: PLC0415
 
     conf = config.load(req.config)
     if req.prev_result is None:
         raise CNIError(INVALID_CONFIG, "Required prevResult missing")
     want = _wanted_checked(conf, req.prev_result, req.ifname)
+    # The rules are checked where ADD put them.
+    layout = _layout(recorded_backend(store_for(req.config), _attachment(req)) or _backend(conf))
     problems: list[str] = []
     for family in FAMILIES:
         if want[family].addresses:
-            problems += table.read(family, TABLE, lambda tx, h=want[family]: apply.problems(tx, conf.admin_chain, h))
+            problems += layout.check(family, conf.admin_chain, want[family])
     if problems:
         raise CNIError(INTERNAL, "; ".join(problems))
 
@@ -165,27 +186,28 @@ def cmd_gc(req: Request) -> None:
     stale = [att for att, _foreign in collectable(store, req.network, valid)]  # a foreign one holds nothing
     if not stale:
         return
-    drop = empty()
+    drops = {backend: empty() for backend in ("iptables", "nftables")}
     for att in stale:  # a corrupt record is reported; its rules cannot be told apart, it goes all the same
         held = load_reporting(store, att) or empty()
-        drop = {family: drop[family] | held[family] for family in FAMILIES}
-    for family in FAMILIES:
-        if drop[family]:
-            _apply(family, store, set(stale), drop[family])
+        backend = recorded_backend(store, att) or "iptables"
+        drops[backend] = {family: drops[backend][family] | held[family] for family in FAMILIES}
+    for backend, drop in drops.items():
+        for family in FAMILIES:
+            if drop[family]:
+                _apply(family, store, set(stale), drop[family], backend=backend)
     for att in stale:
         store.delete(att)
 
 
 def cmd_status(req: Request) -> None:
-    from chains import table  # noqa: PLC0415
+    from firewall import config  # noqa: PLC0415
 
-    families = FAMILIES if os.path.isdir("/proc/sys/net/ipv6") else (4,)
-    for family in families:
-        try:
-            table.read(family, TABLE, lambda tx: tx.has_chain("FORWARD"))
-        except Exception as exc:  # noqa: BLE001 - any failure means ADD cannot work now
-            name = "ip6tables" if family == 6 else "iptables"
-            raise CNIError(NOT_AVAILABLE, f"{name} filter table is not usable: {exc}") from None
+    backend = _backend(config.load(req.config))
+    try:
+        _layout(backend).status()
+    except Exception as exc:  # noqa: BLE001 - any failure means ADD cannot work now
+        what = "iptables filter table" if backend == "iptables" else "nftables"
+        raise CNIError(NOT_AVAILABLE, f"{what} is not usable: {exc}") from None
 
 
 PLUGIN = skel.Plugin(name="firewall", add=cmd_add, delete=cmd_del, check=cmd_check, gc=cmd_gc, status=cmd_status,

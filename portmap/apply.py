@@ -16,6 +16,8 @@ from portmap import names, rules
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from chains.table import Tx
     from portmap.config import PortMapConf
     from portmap.rules import Address
@@ -60,8 +62,16 @@ def validate(conf: PortMapConf, network: str, container_id: str, addresses: dict
         raise CNIError(INVALID_CONFIG, f"invalid portmap config: {exc}") from None
 
 
-def forward(conf: PortMapConf, network: str, container_id: str, family: int, address: Address) -> None:
-    """Install (or replace) the container's DNAT chain and the shared chains it needs, in one commit."""
+def record_fields(conf: PortMapConf, addresses: dict[int, Address]) -> dict[str, Any]:
+    """Nothing beyond the families: every chain here is found by its name."""
+    return {}
+
+
+def forward(conf: PortMapConf, network: str, container_id: str, family: int, address: Address,
+            previous: dict[str, Any] | None = None) -> list[str]:
+    """Install (or replace) the container's DNAT chain and the shared chains it needs, in one commit.
+
+    (``previous``, the earlier ADD's record, is not needed: the chain is replaced whole.)"""
     owned = container_chain(conf, network, container_id, family, address)
 
     def stage(tx: Tx) -> None:
@@ -75,10 +85,14 @@ def forward(conf: PortMapConf, network: str, container_id: str, family: int, add
         owned.ensure(tx)
 
     table.apply(family, "nat", stage)
+    return []
 
 
-def unforward(network: str, container_id: str, family: int) -> None:
-    """Remove the container's chain and its jumps; the shared chains too if nobody needs them now."""
+def unforward(network: str, container_id: str, family: int, record: dict[str, Any] | None = None,
+              mappings: list[Any] | None = None) -> list[str]:
+    """Remove the container's chain and its jumps; the shared chains too if nobody needs them now.
+
+    The chain is found by its name alone, so neither the record nor the mappings are needed."""
     owned = OwnedChain(table="nat", name=names.dnat_chain(network, container_id),
                        entry_chains=(names.TOPLEVEL_DNAT,))
 
@@ -87,6 +101,7 @@ def unforward(network: str, container_id: str, family: int) -> None:
         remove_unused_shared(tx)
 
     table.apply(family, "nat", stage)
+    return []
 
 
 def remove_unused_shared(tx: Tx) -> None:
@@ -108,3 +123,8 @@ def check(conf: PortMapConf, network: str, container_id: str, family: int, addre
         return problems
 
     return table.read(family, "nat", inspect)
+
+
+def status() -> None:
+    """Whether the legacy nat table can be read (raises when it cannot)."""
+    table.read(4, "nat", lambda tx: tx.has_chain("PREROUTING"))

@@ -136,7 +136,7 @@ def _read(config: dict[str, Any]) -> PlainPortMapConf:
     conf.conditionsV4 = fastconf.get_optional_str_list(config, "conditionsV4", MAX_CONDITION_ARGS)
     conf.conditionsV6 = fastconf.get_optional_str_list(config, "conditionsV6", MAX_CONDITION_ARGS)
     conf.backend = fastconf.get_optional_str(config, "backend")
-    if conf.backend not in (None, "iptables"):  # Literal["iptables"] | None
+    if conf.backend not in (None, "iptables", "nftables"):  # Literal["iptables", "nftables"] | None
         raise fastconf.Unsure("backend")
     conf.stateDir = fastconf.get_optional_str(config, "stateDir")
     conf.runtimeConfig = _runtime_config(config)
@@ -174,6 +174,29 @@ def _mapping(entry: object) -> PlainPortMapping:
 
         ipaddress.ip_address(host_ip)  # ValueError: not an address
     return PlainPortMapping(host_port, container_port, protocol, host_ip)
+
+
+# Options that only make sense on the other backend, refused before anything changes.
+IPTABLES_ONLY = ("markMasqBit", "externalSetMarkChain")
+
+
+def check_backend_options(config: dict[str, Any], backend: str) -> None:
+    """Code 7 naming the option when the config holds options of the other backend."""
+    from chains.nft.conditions import is_iptables_syntax  # noqa: PLC0415
+    from cni.errors import INVALID_CONFIG, CNIError  # noqa: PLC0415
+
+    conditions = [key for key in ("conditionsV4", "conditionsV6") if config.get(key)]
+    if backend == "nftables":
+        wrong = [key for key in IPTABLES_ONLY if config.get(key) is not None]
+        wrong += [key for key in conditions if is_iptables_syntax(config[key])]
+        if wrong:
+            raise CNIError(INVALID_CONFIG, "nftables backend was requested but configuration contains "
+                                           f"iptables-specific options [{' '.join(wrong)}]")
+    else:
+        wrong = [key for key in conditions if not is_iptables_syntax(config[key])]
+        if wrong:
+            raise CNIError(INVALID_CONFIG, "iptables backend was requested but configuration contains "
+                                           f"nftables-specific options [{' '.join(wrong)}]")
 
 
 def container_addresses(prev_result: dict[str, Any], ifname: str) -> dict[int, ipaddress.IPv4Interface | ipaddress.IPv6Interface]:

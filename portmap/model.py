@@ -61,7 +61,7 @@ class PortMapConf(netconf.NetConf, PortMapAccessors):
     masqAll: StrictBool = False
     conditionsV4: list[str] | None = Field(default=None, max_length=MAX_CONDITION_ARGS)
     conditionsV6: list[str] | None = Field(default=None, max_length=MAX_CONDITION_ARGS)
-    backend: Literal["iptables"] | None = None
+    backend: Literal["iptables", "nftables"] | None = None
     stateDir: str | None = None
     runtimeConfig: RuntimeConfig = Field(default_factory=RuntimeConfig)
 

@@ -140,6 +140,10 @@ class Node:
         text = self.exec(tool).stdout.decode()
         return normalize_save(text)
 
+    def nft_ruleset(self) -> str:
+        """The node's nftables ruleset as nft lists it (handles and counters are not shown)."""
+        return self.exec("nft", "list", "ruleset").stdout.decode()
+
     def links(self) -> list[str]:
         data = json.loads(self.exec("ip", "-j", "link", "show").stdout or b"[]")
         return sorted(link["ifname"] for link in data)

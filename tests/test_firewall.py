@@ -422,7 +422,7 @@ PREV = {"cniVersion": "1.0.0", "interfaces": [{"name": "cni0"}, {"name": "veth1"
     ({"iptablesAdminChainName": "x" * 29}, "iptablesAdminChainName"),
     ({"ingressPolicy": "closed"}, "ingressPolicy: unknown ingress policy, expected one of open, same-bridge, "
                                   "isolated (got 'closed')"),
-    ({"backend": "firewalld"}, "backend: only the iptables backend is implemented (got 'firewalld')"),
+    ({"backend": "firewalld"}, "backend: unrecognized backend 'firewalld': expected one of iptables, nftables"),
     ({"ingressPolicy": "same-bridge", "prevResult": {"cniVersion": "1.0.0", "ips": [{"address": "10.88.0.5/16"}]}},
      'interface needs to be set for ingress policy "same-bridge"'),
     ({"ingressPolicy": "same-bridge", "prevResult": dict(PREV, interfaces=[{"name": "br+"}, *PREV["interfaces"][1:]])},

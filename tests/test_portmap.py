@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,6 +24,7 @@ class Chain:
 
     def __init__(self, node: Node, dual: bool = False, v6_only: bool = False, **portmap_extra: Any) -> None:
         self.node = node
+        self.backend = getattr(node, "backend", "iptables")
         ranges = [[{"subnet": "10.88.0.0/16"}]]
         routes = [{"dst": "0.0.0.0/0"}]
         if dual or v6_only:
@@ -30,8 +32,9 @@ class Chain:
             routes = ([] if v6_only else routes) + [{"dst": "::/0"}]
         self.bridge = {"cniVersion": "1.0.0", "name": "pmnet", "type": "bridge", "bridge": "cni0",
                        "isGateway": True, "ipMasq": True, "hairpinMode": True, "stateDir": node.state_dir,
+                       "ipMasqBackend": self.backend,
                        "ipam": {"type": "host-local", "dataDir": node.data_dir, "ranges": ranges, "routes": routes}}
-        self.portmap = {"cniVersion": "1.0.0", "name": "pmnet", "type": "portmap",
+        self.portmap = {"cniVersion": "1.0.0", "name": "pmnet", "type": "portmap", "backend": self.backend,
                         "capabilities": {"portMappings": True}, "stateDir": node.state_dir, **portmap_extra}
         self.results: dict[str, dict[str, Any]] = {}
 
@@ -84,16 +87,29 @@ def touch_tables(node: Node) -> None:
 
 def snapshot(node: Node) -> dict[str, Any]:
     # The bridge stays after its last container, like the reference's (it may carry node config).
-    return {"v4": node.save(4), "v6": node.save(6), "links": [l for l in node.links() if l != "cni0"],
+    return {"v4": node.save(4), "v6": node.save(6), "nft": node.nft_ruleset(),
+            "links": [l for l in node.links() if l != "cni0"],
             "reservations": node.reservations("pmnet"),
             "records": sorted(os.path.join(d, f) for d, _, fs in os.walk(node.state_dir) for f in fs)}
 
 
-@pytest.fixture
-def node() -> Iterator[Node]:
+@pytest.fixture(params=["iptables", "nftables"])
+def node(request: pytest.FixtureRequest) -> Iterator[Node]:
     with node_env("pm") as n:
         touch_tables(n)
+        n.backend = request.param
         yield n
+
+
+def rules(node: Node, family: int = 4) -> str:
+    """The rules of the node's backend: iptables-save text, or nft's listing of our tables."""
+    if node.backend == "iptables":
+        return node.save(family)
+    return node.nft_ruleset()
+
+
+def nat_text(node: Node, family: int = 4) -> str:
+    return rules(node, family)
 
 
 def tcp(port: int, cport: int = 80, **kw: Any) -> dict[str, Any]:
@@ -122,7 +138,7 @@ def test_tcp_and_udp_from_everywhere_then_del_restores_the_tables(node: Node) ->
         assert request(node.external, "tcp", NODE_V4, 8081) == f"c2 {EXTERNAL_NET}.2"
     assert ip1 != ip2
     chain.delete(c1, mappings)
-    assert "8080" not in node.save(4) and "8081" in node.save(4)
+    assert "8080" not in rules(node) and "8081" in rules(node)
     chain.delete(c2, [tcp(8081)])
     assert snapshot(node) == before
 
@@ -149,9 +165,13 @@ def test_re_add_replaces_rules_instead_of_stacking_them(node: Node) -> None:
     conf = chain.portmap_conf(c1, [tcp(8080, 81)])
     out, rc, err = node.run_plugin("portmap", "ADD", conf, c1)
     assert rc == 0, err
-    text = node.save(4)
-    assert text.count("--dport 8080 -j DNAT") == 1 and f"{chain.ip(result)}:81" in text
-    assert text.count("-j CNI-HOSTPORT-DNAT") == 2  # PREROUTING and OUTPUT, once each
+    text = rules(node)
+    if node.backend == "iptables":
+        assert text.count("--dport 8080 -j DNAT") == 1 and f"{chain.ip(result)}:81" in text
+        assert text.count("-j CNI-HOSTPORT-DNAT") == 2  # PREROUTING and OUTPUT, once each
+    else:
+        assert text.count("tcp dport 8080 dnat") == 1 and f"{chain.ip(result)}:81" in text
+        assert text.count("jump dn-") == 1  # one claim of the port
 
 
 def test_host_ip_restricted_mapping_answers_only_there(node: Node) -> None:
@@ -177,10 +197,14 @@ def test_ipv6_and_dual_stack(node: Node) -> None:
         assert request(c1, "tcp", NODE_V6, 8080, timeout=5) == "c6 fd00:88::1"  # hairpin over IPv6
     out, rc = chain.check(c1, mappings)
     assert rc == 0, out
-    v6 = node.save(6)
-    assert f"--to-destination [{chain.ip(result, 6)}]:80" in v6 and "127.0.0.1" not in v6
+    if node.backend == "iptables":
+        v6 = node.save(6)
+        assert f"--to-destination [{chain.ip(result, 6)}]:80" in v6 and "127.0.0.1" not in v6
+    else:
+        v6 = node.exec("nft", "list", "table", "ip6", "cni_hostport").stdout.decode()
+        assert f"dnat to [{chain.ip(result, 6)}]:80" in v6 and "127.0.0.1" not in v6
     chain.delete(c1, None, prev=False)
-    assert "CNI-" not in node.save(6) and "CNI-" not in node.save(4)
+    assert "CNI-" not in node.save(6) and "CNI-" not in node.save(4) and "cni_hostport" not in node.nft_ruleset()
 
 
 @pytest.mark.parametrize("kind", ["v4", "v6", "dual"])
@@ -192,6 +216,9 @@ def test_check_passes_after_add_and_names_what_was_removed(node: Node, kind: str
     out, rc = chain.check(c1, mappings)
     assert rc == 0, out
     family = 6 if kind == "v6" else 4
+    if node.backend == "nftables":
+        check_names_what_was_removed_nft(node, chain, c1, mappings, result, family)
+        return
     tool = "ip6tables-legacy" if family == 6 else "iptables-legacy"
     dn = [line for line in node.save(family).splitlines() if line.startswith("-A CNI-DN-") and "DNAT" in line][0]
     node.exec(tool, "-t", "nat", *dn.replace("-A ", "-D ", 1).split())
@@ -207,6 +234,31 @@ def test_check_passes_after_add_and_names_what_was_removed(node: Node, kind: str
     out, rc = chain.check(c1, mappings)
     assert rc != 0 and out is not None and "jump [-A OUTPUT -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT]" \
         in out["msg"]
+
+
+def check_names_what_was_removed_nft(node: Node, chain: Chain, c1: str, mappings: list[dict[str, Any]],
+                                     result: dict[str, Any], family: int) -> None:
+    table = ["ip" if family == 4 else "ip6", "cni_hostport"]
+    listing = node.exec("nft", "-a", "list", "table", *table).stdout.decode()
+    dn_chain = re.search(r"chain (dn-[0-9a-f]+) \{", listing).group(1)
+    handle = re.search(r"dnat to .*# handle (\d+)", listing).group(1)
+    node.exec("nft", "delete", "rule", *table, dn_chain, "handle", handle)
+    out, rc = chain.check(c1, mappings)
+    assert rc != 0 and out is not None
+    assert f"could not check ipv{family} dnat (nftables)" in out["msg"]
+    ip = chain.ip(result, family)
+    assert f"dnat {table[0]} to {'[' + ip + ']' if family == 6 else ip}:80] missing from chain {dn_chain}" in out["msg"]
+    # a removed map element and a removed claim are named precisely as well
+    out, rc, err = node.run_plugin("portmap", "ADD", chain.portmap_conf(c1, mappings), c1)
+    assert rc == 0, err
+    out, rc = chain.check(c1, mappings)
+    assert rc == 0, out
+    node.exec("nft", "delete", "element", *table, "hostports", "{ tcp . 8080 }")
+    node.exec("nft", "flush", "chain", *table, "hostport-tcp-8080")
+    out, rc = chain.check(c1, mappings)
+    assert rc != 0 and out is not None
+    assert "element { tcp . 8080 : goto hostport-tcp-8080 } missing from map hostports" in out["msg"]
+    assert f"rule [jump {dn_chain}] missing from chain hostport-tcp-8080" in out["msg"]
 
 
 def test_udp_host_port_reused_by_a_second_container(node: Node) -> None:
@@ -227,7 +279,10 @@ def test_sixteen_mappings_in_one_container(node: Node) -> None:
     c1 = node.container("c1")
     mappings = [tcp(6000 + i, 7000 + i) for i in range(17)]
     chain.add(c1, mappings)
-    assert node.save(4).count("-m multiport --dports") == 2
+    if node.backend == "iptables":
+        assert node.save(4).count("-m multiport --dports") == 2
+    else:
+        assert rules(node).count("dnat to") == 17
     for i in (0, 7, 15, 16):
         with server(c1, "tcp", 7000 + i, tag=f"p{i}"):
             assert request(node.external, "tcp", NODE_V4, 6000 + i) == f"p{i} {EXTERNAL_NET}.2"
@@ -259,7 +314,7 @@ def test_crash_mid_add_then_del_leaves_nothing(node: Node) -> None:
     _, rc, _ = node.run_plugin("portmap", "ADD", chain.portmap_conf(c1, [tcp(8080)]), c1,
                                env_extra={"PYCNI_KILL_AT": "portmap.add.after-rules"})
     assert rc == -9 or rc == 137 or rc != 0
-    assert "CNI-DN-" in node.save(4)  # killed after the commit: the rules are in
+    assert ("CNI-DN-" in node.save(4)) if node.backend == "iptables" else ("chain dn-" in rules(node))  # committed
     chain.delete(c1, None, prev=False)
     assert snapshot(node) == before
 
@@ -291,6 +346,23 @@ def test_bad_input_is_a_clear_error_with_nothing_left_behind(node: Node) -> None
     expect_add_error(node, chain, c1, [tcp(8080)], 7, "markMasqBit", markMasqBit=32)
     expect_add_error(node, chain, c1, [tcp(8080)], 7, "Cannot specify externalSetMarkChain and markMasqBit",
                      markMasqBit=3, externalSetMarkChain="KUBE-MARK-MASQ")
+    expect_add_error(node, chain, c1, [tcp(8080)], 7, "backend", backend="ebtables")
+    if node.backend == "nftables":
+        # options of the other backend are refused by name, before anything changes
+        expect_add_error(node, chain, c1, [tcp(8080)], 7, "iptables-specific options [markMasqBit]", markMasqBit=5)
+        expect_add_error(node, chain, c1, [tcp(8080)], 7, "iptables-specific options [externalSetMarkChain]",
+                         externalSetMarkChain="KUBE-MARK-MASQ")
+        expect_add_error(node, chain, c1, [tcp(8080)], 7, "iptables-specific options [conditionsV4]",
+                         conditionsV4=["!", "-s", "10.0.0.0/8"])
+        expect_add_error(node, chain, c1, [tcp(8080)], 7, "unsupported nftables condition at 'tcp sport 5'",
+                         conditionsV4=["tcp sport 5"])
+        # a table of that name made by another program is never changed
+        node.exec("nft", "add", "table", "ip", "cni_hostport", "{ comment \"CNI portmap plugin\"; }")
+        expect_add_error(node, chain, c1, [tcp(8080)], 999, "not created by pycni")
+        node.exec("nft", "delete", "table", "ip", "cni_hostport")
+        return
+    expect_add_error(node, chain, c1, [tcp(8080)], 7, "nftables-specific options [conditionsV4]",
+                     conditionsV4=["ip", "saddr", "10.0.0.0/8"])
     expect_add_error(node, chain, c1, [tcp(8080)], 7, "KUBE-MARK-MASQ not found",
                      externalSetMarkChain="KUBE-MARK-MASQ")
     ns_exec(node.ns, "iptables-legacy", "-t", "nat", "-N", "KUBE-MARK-MASQ")

@@ -386,3 +386,26 @@ def test_conflicting_host_ports_first_container_wins_and_the_second_add_warns(no
         assert request(node.external, "tcp", NODE_V4, 8080).startswith("first")
         chain.delete(c1, None, prev=False)
         assert request(node.external, "tcp", NODE_V4, 8080).startswith("second")
+
+
+def test_a_backend_switch_between_add_and_del_leaves_the_node_clean(node: Node) -> None:
+    """ADD on one backend, the config then names the other: DEL removes the rules from where the record
+    says they are; a re-ADD under the new config moves them."""
+    chain = Chain(node)
+    before = snapshot(node)
+    other = "nftables" if node.backend == "iptables" else "iptables"
+    c1, c2 = node.container("c1"), node.container("c2")
+    chain.add(c1, [tcp(8080)])
+    chain.add(c2, [tcp(8081)])
+    chain.portmap["backend"] = other
+    chain.delete(c1, [tcp(8080)])  # the record says where c1's rules are
+    assert "8080" not in node.save(4) and "8080" not in node.nft_ruleset()
+    out, rc, err = node.run_plugin("portmap", "ADD", chain.portmap_conf(c2, [tcp(8081)]), c2)
+    assert rc == 0, (out, err)  # c2's rules move to the other backend
+    with server(c2, "tcp", 80, tag="c2"):
+        assert request(node.external, "tcp", NODE_V4, 8081) == f"c2 {EXTERNAL_NET}.2"
+    moved = node.nft_ruleset() if other == "nftables" else node.save(4)
+    stayed = node.save(4) if other == "nftables" else node.nft_ruleset()
+    assert "8081" in moved and "8081" not in stayed
+    chain.delete(c2, [tcp(8081)])
+    assert snapshot(node) == before

@@ -62,7 +62,7 @@ def cmd_add(req: Request) -> dict[str, Any]:
         link = devices.find(nl, conf)
         _refuse_if_held(store, att, link)
         device = devices.snapshot(nl, link)
-        record: dict[str, Any] = {"device": device, "ipam": ipam, "ips": []}
+        record: dict[str, Any] = {"device": device, "netns": req.netns, "ipam": ipam, "ips": []}
         previous = _previous_record(store, att)  # an earlier ADD's, kept for DEL should this one fail
         store.save(att, record)  # before anything changes, so a crash from here on is recoverable by DEL
         faults.point("hostdevice.add.after-record")
@@ -236,22 +236,22 @@ def cmd_status(req: Request) -> None:
 
 
 def cmd_gc(req: Request) -> None:
-    """Drop the records of attachments the runtime no longer knows, putting their devices back where they
-    are found on the node; forward to IPAM."""
+    """Give back the devices of attachments the runtime no longer knows (from the container's namespace
+    the record names, or from the node where a dead namespace returned them) and drop their records;
+    forward to IPAM."""
     from cni import invoke  # noqa: PLC0415
-    from cni.gc import valid_attachments  # noqa: PLC0415
+    from cni.gc import collectable, valid_attachments  # noqa: PLC0415
     from hostdevice import devices  # noqa: PLC0415
 
     valid = valid_attachments(req.config)
     store = _store(req)
     errors: list[str] = []
-    for att in list(store.attachments(req.network)):
-        if (att.container_id, att.ifname) in valid:
-            continue
+    for att, foreign in collectable(store, req.network, valid):
         try:
-            device = (store.load(att) or {}).get("device")
+            record = {} if foreign else store.load(att) or {}  # another boot's: its device is not ours to move
+            device = record.get("device")
             if isinstance(device, dict) and device.get("name"):
-                devices.give_back("", att.ifname, device)
+                devices.give_back(str(record.get("netns") or ""), att.ifname, device)
             store.delete(att)
         except Exception as exc:  # keep going: GC reports what it could not do
             errors.append(f"{att.container_id}/{att.ifname}: {exc}")

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from ptp.config import PtpConf
 
 
-def verify(req: Request, conf: PtpConf, masq_backend: dict[str, Any]) -> None:
+def verify(req: Request, conf: PtpConf, masq_backend: str | None) -> None:
     from bridge import ipmasq  # noqa: PLC0415
     from netlink.rtnl import Netlink  # noqa: PLC0415
 
@@ -36,7 +36,7 @@ def verify(req: Request, conf: PtpConf, masq_backend: dict[str, Any]) -> None:
         host_names = [i["name"] for i in interfaces if not i.get("sandbox") and i.get("name")]
         _verify_host_veth(nl, host_names, ips)
     if conf.ipMasq:
-        problems = ipmasq.check(req.network, req.container_id, ips, **masq_backend)
+        problems = ipmasq.check(req.network, req.container_id, ips, backend=masq_backend)
         if problems:
             raise drifted("ipMasq: " + "; ".join(problems))
 

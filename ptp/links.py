@@ -50,7 +50,9 @@ def configure_container(ctr_nl: Netlink, ifname: str, ips: list[dict[str, Any]],
         raise CNIError(INTERNAL, f"container interface {ifname} not found after creation")
     ctr_nl.link_set(link.index, up=True)
     for ip in ips:
-        ctr_nl.addr_add(link.index, ip["address"])
+        # No DAD for IPv6: the routes below name the address as their source, which the kernel refuses
+        # while it is tentative (even with accept_dad 0 it is, until the DAD work has run).
+        ctr_nl.addr_add(link.index, ip["address"], nodad=":" in ip["address"])
     gateways: dict[int, str] = {}
     for ip in ips:
         iface = ipaddress.ip_interface(ip["address"])

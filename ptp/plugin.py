@@ -42,12 +42,6 @@ def _ipam_type(config: dict[str, Any]) -> str:
     return kind if isinstance(kind, str) else ""
 
 
-def _masq_backend(backend: object) -> dict[str, Any]:
-    """Keyword arguments choosing bridge.ipmasq's backend (``ipMasqBackend``)."""
-    # TODO(ipMasqBackend): return {"backend": backend} once bridge.ipmasq's setup/teardown/check take it.
-    return {}
-
-
 def cmd_add(req: Request) -> dict[str, Any]:
     import ipaddress  # noqa: PLC0415 - ~5 ms to import; VERSION must not pay for it
 
@@ -65,8 +59,11 @@ def cmd_add(req: Request) -> dict[str, Any]:
     ipam = conf.ipam["type"]
     store, att = _store(req), _attachment(req)
     host_veth = veths.new_host_veth_name()
-    record: dict[str, Any] = {"hostVeth": host_veth, "ips": [], "ipMasq": conf.ipMasq,
-                              "ipMasqBackend": conf.ipMasqBackend, "ipam": ipam}
+    record: dict[str, Any] = {"hostVeth": host_veth, "ips": [], "ipMasq": conf.ipMasq, "ipam": ipam}
+    if conf.ipMasq:
+        from chains.backends import resolve  # noqa: PLC0415
+
+        record["ipMasqBackend"] = resolve(conf.ipMasqBackend)  # where DEL will find the rules
     previous = _previous_record(store, att)  # an earlier ADD's, kept for DEL should this one fail
     store.save(att, record)  # before anything exists, so a crash from here on is recoverable by DEL
     faults.point("ptp.add.after-record")
@@ -94,7 +91,7 @@ def cmd_add(req: Request) -> dict[str, Any]:
             host_link = links.configure_host(nl, host_veth, ips)
             faults.point("ptp.add.after-addresses")
             if conf.ipMasq:
-                ipmasq.setup(req.network, req.container_id, ips, **_masq_backend(conf.ipMasqBackend))
+                ipmasq.setup(req.network, req.container_id, ips, backend=record["ipMasqBackend"])
                 faults.point("ptp.add.after-ipmasq")
             result: dict[str, Any] = {"cniVersion": req.cni_version, "interfaces": [
                 {"name": host_veth, "mac": host_link.mac or ""},
@@ -137,8 +134,6 @@ def _undo_add(req: Request, ipam: str, store: RecordStore, att: Attachment, prev
 def _teardown(req: Request, record: dict[str, Any] | None, ipam: str, container_link: bool = True) -> None:
     """Remove what the attachment owns. ``record`` None means "known to own nothing in the tables"
     (no record while the store keeps records); ``{}`` means "unknown" (a lost or corrupt record)."""
-    import ipaddress  # noqa: PLC0415
-
     from bridge import ipmasq  # noqa: PLC0415
     from bridge import links as veths  # noqa: PLC0415
     from cni import invoke  # noqa: PLC0415
@@ -153,16 +148,23 @@ def _teardown(req: Request, record: dict[str, Any] | None, ipam: str, container_
     if ipam:
         invoke.delegate(req, ipam, "DEL")
         faults.point("ptp.del.after-ipam")
-    # By chain name alone: needs neither the netns nor the container's addresses. With a record, only
-    # the families it says were set up; without one that can be trusted, both are swept.
+    # By chain name (and the recorded addresses): needs neither the netns nor prevResult. With a record,
+    # only the families and the backend it says were set up; without one that can be trusted, both
+    # families on both backends are swept.
     if record is not None and known.get("ipMasq", True):
-        recorded = tuple(sorted({ipaddress.ip_interface(ip).version for ip in known.get("ips") or []}))
-        ipmasq.teardown(req.network, req.container_id, recorded if known else (4, 6),
-                        **_masq_backend(known.get("ipMasqBackend")))
+        ipmasq.teardown(req.network, req.container_id, _families(known.get("ips") or []) if known else (4, 6),
+                        backend=str(known.get("ipMasqBackend") or "iptables") if known else None,
+                        addresses=list(known.get("ips") or []))
     host_veth = known.get("hostVeth")
     if isinstance(host_veth, str) and host_veth:
         with Netlink.open() as nl:
             links.delete_host_veth(nl, host_veth)
+
+
+def _families(addresses: list[str]) -> tuple[int, ...]:
+    import ipaddress  # noqa: PLC0415
+
+    return tuple(sorted({ipaddress.ip_interface(ip).version for ip in addresses}))
 
 
 def cmd_del(req: Request) -> None:
@@ -188,7 +190,16 @@ def cmd_check(req: Request) -> None:
     invoke.delegate(req, conf.ipam["type"], "CHECK")
     if req.prev_result is None:
         raise CNIError(INVALID_CONFIG, "Required prevResult missing")
-    check.verify(req, conf, _masq_backend(conf.ipMasqBackend))
+    check.verify(req, conf, _masq_backend(req, conf.ipMasqBackend))
+
+
+def _masq_backend(req: Request, configured: str | None) -> str | None:
+    """Where ADD put the masquerade rules: the record says; else the config."""
+    try:
+        record = _store(req).load(_attachment(req)) or {}
+    except CNIError:
+        record = {}
+    return str(record.get("ipMasqBackend") or configured or "") or None
 
 
 def cmd_status(req: Request) -> None:
@@ -204,7 +215,7 @@ def cmd_gc(req: Request) -> None:
     forward to IPAM."""
     from bridge import ipmasq  # noqa: PLC0415
     from cni import invoke  # noqa: PLC0415
-    from cni.gc import valid_attachments  # noqa: PLC0415
+    from cni.gc import collectable, valid_attachments  # noqa: PLC0415
     from netlink.rtnl import Netlink  # noqa: PLC0415
     from ptp import config, links  # noqa: PLC0415
 
@@ -212,15 +223,19 @@ def cmd_gc(req: Request) -> None:
     valid = valid_attachments(req.config)
     store = _store(req)
     errors: list[str] = []
-    for att in list(store.attachments(req.network)):
-        if (att.container_id, att.ifname) in valid:
-            continue
+    for att, foreign in collectable(store, req.network, valid):
         try:
+            if foreign:  # another boot's or namespace's: its veth and rules are not in this node's tables
+                store.delete(att)
+                continue
             record = store.load(att) or {}
             if record.get("hostVeth"):
                 with Netlink.open() as nl:
                     links.delete_host_veth(nl, str(record["hostVeth"]))
-            ipmasq.teardown(att.network, att.container_id, **_masq_backend(record.get("ipMasqBackend")))
+            if record.get("ipMasq", True):
+                ipmasq.teardown(att.network, att.container_id, _families(record.get("ips") or []) or (4, 6),
+                                backend=record.get("ipMasqBackend") or "iptables",
+                                addresses=list(record.get("ips") or []))
             store.delete(att)
         except Exception as exc:  # keep going: GC reports what it could not do
             errors.append(f"{att.container_id}/{att.ifname}: {exc}")

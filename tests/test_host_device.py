@@ -417,3 +417,18 @@ def test_killed_del_then_del_again(node: Node) -> None:
     _, rc, err = run_plugin(node, "host-device", "DEL", conf, c1)
     assert rc == 0, err
     assert_same(before, node_state(node, c1))
+
+
+def test_gc_gives_back_the_devices_of_forgotten_attachments(node: Node) -> None:
+    add_nic(node, "hd1", addresses=["192.0.2.11/24"], peer="192.0.2.21")
+    originals = {name: nic_state(node.ns, name) for name in ("hd0", "hd1")}
+    c1, c2 = node.container("c1"), node.container("c2")
+    add(node, hd_conf(node, "1.1.0"), c1)
+    add(node, hd_conf(node, "1.1.0", device="hd1"), c2)
+    gc = dict(hd_conf(node, "1.1.0"), **{"cni.dev/valid-attachments": [{"containerID": c1, "ifname": "eth0"}]})
+    out, rc, err = node.run_plugin("host-device", "GC", gc, "")
+    assert rc == 0 and out is None, (out, err)
+    assert nic_state(node.ns, "hd1") == originals["hd1"] and container_links(c2) == ["lo"]
+    assert container_links(c1) == ["eth0", "lo"] and len(records(node)) == 1
+    delete(node, hd_conf(node), c1)
+    assert nic_state(node.ns, "hd0") == originals["hd0"]

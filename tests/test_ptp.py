@@ -57,6 +57,7 @@ def node_state(node: Node, *containers: str) -> dict[str, Any]:
             "routes4": node.exec("ip", "route").stdout.decode(),
             "routes6": node.exec("ip", "-6", "route").stdout.decode(),
             "addresses": node.exec("ip", "-br", "addr").stdout.decode(),
+            "nft": node.exec("nft", "list", "ruleset").stdout.decode(),
             "reservations": node.reservations(NETWORK), "state": tree(node.state_dir),
             "containers": {ns: container_links(ns) for ns in containers}}
 
@@ -112,6 +113,30 @@ def test_without_ipmasq_the_outside_sees_the_container_address(node: Node) -> No
     assert "MASQUERADE" not in node.save(4)
     with server(node.external, "tcp", 7003, tag="ext"):  # it routes 10.70/24 back through the node
         assert request(c1, "tcp", f"{EXTERNAL_NET}.2", 7003) == "ext 10.70.0.2"
+
+
+@pytest.mark.parametrize("backend", ["iptables", "nftables"])
+def test_ipmasq_backends(node: Node, backend: str) -> None:
+    conf = ptp_conf(node, ipMasqBackend=backend, ranges=[[{"subnet": SUBNET}], [{"subnet": "fd00:70::/64"}]])
+    conf["ipam"]["routes"] = [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}]
+    warm(node, conf)
+    before = node_state(node)
+    c1, c2 = node.container("c1"), node.container("c2")
+    result = add(node, conf, c1)
+    add(node, conf, c2)
+    nft = node.exec("nft", "list", "ruleset").stdout.decode()
+    assert ("cni_plugins_masquerade" in nft) == (backend == "nftables")
+    assert ("MASQUERADE" in node.save(4) + node.save(6)) == (backend == "iptables")
+    with server(node.external, "tcp", 7004, tag="ext"):
+        assert request(c1, "tcp", f"{EXTERNAL_NET}.2", 7004) == f"ext {EXTERNAL_NET}.1"
+    with server(node.external, "tcp", 7005, family=6, tag="ext"):
+        assert request(c1, "tcp", "2001:db8:51::2", 7005, timeout=5) == "ext 2001:db8:51::1"
+    _, rc, err = node.run_plugin("ptp", "CHECK", dict(conf, prevResult=result), c1)
+    assert rc == 0, err
+    delete(node, conf, c1)
+    node.namespaces.remove(c2)
+    delete(node, {k: v for k, v in conf.items() if k != "ipMasqBackend"}, c2)  # the record knows the backend
+    assert_same(before, node_state(node))
 
 
 def test_dual_stack(node: Node) -> None:
@@ -416,3 +441,19 @@ def test_killed_del_then_del_again(node: Node) -> None:
     _, rc, err = run_plugin(node, "ptp", "DEL", conf, c1)
     assert rc == 0, err
     assert_same(before, node_state(node, c1))
+
+
+def test_gc_removes_what_forgotten_attachments_own(node: Node) -> None:
+    conf = ptp_conf(node, "1.1.0")
+    warm(node, conf)
+    before = node_state(node)
+    c1, c2 = node.container("c1"), node.container("c2")
+    add(node, conf, c1)
+    add(node, conf, c2)
+    gc = dict(conf, **{"cni.dev/valid-attachments": [{"containerID": c1, "ifname": "eth0"}]})
+    out, rc, err = node.run_plugin("ptp", "GC", gc, "")
+    assert rc == 0 and out is None, (out, err)
+    assert container_links(c2) == ["lo"] and container_links(c1) == ["eth0", "lo"]
+    assert node.save(4).count("-j MASQUERADE") == 1 and len(node.reservations(NETWORK)) == 1
+    delete(node, conf, c1)
+    assert_same(before, node_state(node))

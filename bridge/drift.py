@@ -22,22 +22,17 @@ def _backend(record: dict[str, Any]) -> str:
     return str(record.get("ipMasqBackend") or record.get("backend") or BACKEND)
 
 
-def _iptables_ipmasq() -> Any:
-    """The iptables ipMasq layout: ``bridge.ipmasq_iptables`` since ipMasq has backends, ``bridge.ipmasq``
-    before (the same ``chain_name`` and ``check``)."""
-    import importlib  # noqa: PLC0415
-
-    try:
-        return importlib.import_module("bridge.ipmasq_iptables")
-    except ImportError:
-        return importlib.import_module("bridge.ipmasq")
-
-
 def chains(att: Attachment, record: dict[str, Any]) -> list[str]:
     """The tables and chains the record says the attachment owns, as ``table/chain``."""
-    if not (record.get("ipMasq") and record.get("ips")) or _backend(record) != BACKEND:
+    if not (record.get("ipMasq") and record.get("ips")):
         return []
-    return [f"nat/{_iptables_ipmasq().chain_name(att.network, att.container_id)}"]
+    if _backend(record) == "nftables":
+        from bridge import ipmasq_nft  # noqa: PLC0415
+
+        return [f"inet cni_plugins_masquerade/{ipmasq_nft.chain_of(att.network, att.container_id).name}"]
+    from bridge import ipmasq_iptables  # noqa: PLC0415
+
+    return [f"nat/{ipmasq_iptables.chain_name(att.network, att.container_id)}"]
 
 
 def inspect(att: Attachment, record: dict[str, Any], config: dict[str, Any], netns: str | None) -> list[str]:
@@ -69,12 +64,10 @@ def inspect(att: Attachment, record: dict[str, Any], config: dict[str, Any], net
     if netns:
         problems += _container_problems(netns, att.ifname, [str(ip) for ip in record.get("ips") or []])
     if record.get("ipMasq") and record.get("ips"):
-        backend = _backend(record)
-        if backend != BACKEND:
-            problems.append(f"ipMasq: rules of the {backend} backend are not inspected by this version")
-        else:
-            problems += [f"ipMasq: {text}" for text in
-                         _iptables_ipmasq().check(att.network, att.container_id, record["ips"])]
+        from bridge import ipmasq  # noqa: PLC0415
+
+        problems += [f"ipMasq: {text}" for text in
+                     ipmasq.check(att.network, att.container_id, record["ips"], _backend(record))]
     return problems
 
 

@@ -11,22 +11,19 @@ if TYPE_CHECKING:
 
     from cni.records import Attachment
 
-BACKEND = "iptables"
-
-
 def chains(att: Attachment, record: dict[str, Any]) -> list[str]:
     from firewall import rules  # noqa: PLC0415
 
-    return [f"filter/{rules.FORWARD_CHAIN}"] if record.get("families") else []
+    if not record.get("families"):
+        return []
+    if record.get("backend") == "nftables":
+        return ["inet cni_firewall/forward"]
+    return [f"filter/{rules.FORWARD_CHAIN}"]
 
 
 def inspect(att: Attachment, record: dict[str, Any], config: dict[str, Any], netns: str | None) -> list[str]:
     """What drifted from the record on the live node; empty when everything is in place."""
-    backend = record.get("backend", BACKEND)
-    if backend != BACKEND:
-        return [f"rules of the {backend} backend are not inspected by this version"]
-    from chains import table  # noqa: PLC0415
-    from firewall import apply, ownership  # noqa: PLC0415
+    from firewall import ownership, plugin  # noqa: PLC0415
     from firewall.config import admin_chain_name  # noqa: PLC0415
 
     try:
@@ -37,9 +34,9 @@ def inspect(att: Attachment, record: dict[str, Any], config: dict[str, Any], net
         admin = admin_chain_name(str(config.get("iptablesAdminChainName") or ""))
     except ValueError as exc:
         return [f"config: iptablesAdminChainName: {exc}"]
+    layout = plugin._layout(ownership.backend_of(record))  # CHECK's own code, on the record's backend
     problems: list[str] = []
     for family, held in sorted(holdings.items()):
         if held.addresses:
-            problems += [f"IPv{family}: {text}" for text in
-                         table.read(family, "filter", lambda tx, h=held: apply.problems(tx, admin, h))]
+            problems += [f"IPv{family}: {text}" for text in layout.check(family, admin, held)]
     return problems

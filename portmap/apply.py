@@ -125,6 +125,14 @@ def check(conf: PortMapConf, network: str, container_id: str, family: int, addre
     return table.read(family, "nat", inspect)
 
 
+def presence(network: str, container_id: str, family: int) -> list[str]:
+    """Without the runtime's mappings: only whether the container's chain exists."""
+    chain = names.dnat_chain(network, container_id)
+    if table.read(family, "nat", lambda tx: tx.has_chain(chain)):
+        return []
+    return [f"chain {chain} not found in table nat"]
+
+
 def status() -> None:
     """Whether the legacy nat table can be read (raises when it cannot)."""
     table.read(4, "nat", lambda tx: tx.has_chain("PREROUTING"))

@@ -14,24 +14,27 @@ if TYPE_CHECKING:
 
     from cni.records import Attachment
 
-BACKEND = "iptables"
-
 
 def chains(att: Attachment, record: dict[str, Any]) -> list[str]:
+    if not record.get("families"):
+        return []
+    if record.get("backend") == "nftables":
+        from portmap import nft  # noqa: PLC0415
+
+        family_names = {4: "ip", 6: "ip6"}
+        return [f"{family_names[int(f)]} cni_hostport/{nft.dnat_chain_name(att.network, att.container_id)}"
+                for f in record["families"] if int(f) in family_names]
     from portmap import names  # noqa: PLC0415
 
-    return [f"nat/{names.dnat_chain(att.network, att.container_id)}"] if record.get("families") else []
+    return [f"nat/{names.dnat_chain(att.network, att.container_id)}"]
 
 
 def inspect(att: Attachment, record: dict[str, Any], config: dict[str, Any], netns: str | None) -> list[str]:
     """What drifted from the record on the live node; empty when everything is in place."""
-    backend = record.get("backend", BACKEND)
-    if backend != BACKEND:
-        return [f"rules of the {backend} backend are not inspected by this version"]
-    from chains import table  # noqa: PLC0415
-    from portmap import apply, names  # noqa: PLC0415
     from portmap import config as portmap_config  # noqa: PLC0415
+    from portmap import plugin  # noqa: PLC0415
 
+    layout = plugin._layout(plugin._backend_of(record))  # CHECK's own code, on the record's backend
     families = sorted({int(f) for f in record.get("families") or [] if int(f) in (4, 6)})
     addresses = {}
     conf = None
@@ -43,11 +46,10 @@ def inspect(att: Attachment, record: dict[str, Any], config: dict[str, Any], net
         except (CNIError, ValueError):
             conf = None
     problems: list[str] = []
-    chain = names.dnat_chain(att.network, att.container_id)
     for family in families:
         if conf is not None and conf.mappings and family in addresses:
-            problems += [f"IPv{family}: {text}" for text in
-                         apply.check(conf, att.network, att.container_id, family, addresses[family])]
-        elif not table.read(family, "nat", lambda tx: tx.has_chain(chain)):
-            problems.append(f"IPv{family}: chain {chain} not found in table nat")
+            found = layout.check(conf, att.network, att.container_id, family, addresses[family])
+        else:
+            found = layout.presence(att.network, att.container_id, family)
+        problems += [f"IPv{family}: {text}" for text in found]
     return problems

@@ -480,6 +480,14 @@ def _chain_problems(tx: Tx, chain: Chain, wanted: list[e.NftRule]) -> list[str]:
     return problems
 
 
+def presence(network: str, container_id: str, family: int) -> list[str]:
+    """Without the runtime's mappings: only whether the container's chain exists."""
+    ctr = Container(network, container_id, family)
+    if transaction(lambda tx: tx.ours(ctr.layout.table) and tx.has_chain(ctr.dnat), read_only=True):
+        return []
+    return [f"chain {ctr.dnat.name} not found in {ctr.layout.table}"]
+
+
 def status() -> None:
     """Whether nftables answers in this namespace (raises when it does not)."""
     transaction(lambda tx: tx.table_info(Layout(4).table), read_only=True)

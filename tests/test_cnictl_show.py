@@ -160,3 +160,27 @@ def test_gc_dry_run_lists_and_removes_nothing(node: Node) -> None:
     code, report = show_json(node)
     assert code == 0 and [a["containerID"] for a in report["attachments"]] == [cid(c1)]
     assert node.reservations(NET) == [report["attachments"][0]["addresses"][0].split("/")[0]]
+
+
+def test_show_on_the_nftables_backend_names_a_removed_rule(node: Node) -> None:
+    conflist = full_chain(node, "shownft", "shownft0", "10.94.0.0/24")
+    for plugin in conflist["plugins"]:
+        plugin.update({"bridge": {"ipMasqBackend": "nftables"}}.get(plugin["type"], {"backend": "nftables"}))
+    install_conflist(node, conflist)
+    c1 = node.container("n1")
+    node.cnictl("add", "shownft", c1, "--publish", "8090:80/tcp", env_extra=NO_HELPER)
+    code, report = show_json(node)
+    assert code == 0 and report["ok"] is True, report
+    view = by_container(report)[cid(c1)]
+    assert view["backend"] == "nftables"
+    from portmap import nft  # noqa: PLC0415
+
+    dn = nft.dnat_chain_name("shownft", cid(c1))
+    assert f"ip cni_hostport/{dn}" in view["chains"]
+    node.exec("nft", "flush", "chain", "ip", "cni_hostport", dn)  # drift by hand: the container's DNAT goes
+    code, report = show_json(node)
+    assert code == EXIT_DRIFT and report["ok"] is False
+    problems = by_container(report)[cid(c1)]["problems"]
+    assert any(p.startswith("portmap: ") and f"missing from chain {dn}" in p for p in problems), problems
+    node.cnictl("del", "shownft", c1, env_extra=NO_HELPER)
+    assert "cni_hostport" not in node.nft_ruleset()

@@ -21,7 +21,8 @@ from cnictl.config import NetworkList
 from cnictl.errors import CacheError, CnictlError
 
 # The plugins that keep ownership records, and the module that compares a record with the node.
-DRIFT_MODULES = {"bridge": "bridge.drift", "portmap": "portmap.drift", "firewall": "firewall.drift"}
+DRIFT_MODULES = {"bridge": "bridge.drift", "portmap": "portmap.drift", "firewall": "firewall.drift",
+                 "ptp": "ptp.drift", "host-device": "hostdevice.drift"}
 DEFAULT_BACKEND = "iptables"
 EXIT_DRIFT = 3  # 1 stays "cnictl itself failed"
 FOREIGN = ("another boot", "another network namespace")
@@ -181,7 +182,7 @@ def _prev_result(net: NetworkList, entry: cache.CacheEntry | None) -> dict[str, 
 def _describe(view: AttachmentView, kind: str, record: dict[str, Any], root: str,
               claim_holders: dict[str, dict[str, tuple[str, Any]]]) -> None:
     """Fill in what the plugin's record says about the attachment."""
-    if kind == "bridge":
+    if kind in ("bridge", "ptp"):
         view.hostLink = str(record.get("hostVeth") or "")
         view.bridge = str(record.get("bridge") or "")
         if record.get("ips"):

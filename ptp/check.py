@@ -34,14 +34,14 @@ def verify(req: Request, conf: PtpConf, masq_backend: str | None) -> None:
         verify_routes(ctr_nl, prev.get("routes") or [])
     with Netlink.open() as nl:  # after the container: a deleted container end takes its peer along
         host_names = [i["name"] for i in interfaces if not i.get("sandbox") and i.get("name")]
-        _verify_host_veth(nl, host_names, ips)
+        verify_host_veth(nl, host_names, ips)
     if conf.ipMasq:
         problems = ipmasq.check(req.network, req.container_id, ips, backend=masq_backend)
         if problems:
             raise drifted("ipMasq: " + "; ".join(problems))
 
 
-def _verify_host_veth(nl: Netlink, names: list[str], ips: list[dict[str, Any]]) -> None:
+def verify_host_veth(nl: Netlink, names: list[str], ips: list[dict[str, Any]]) -> None:
     """The node end exists, holds each gateway as a host address and routes each container address to itself."""
     from netlink.constants import AF_INET, AF_INET6  # noqa: PLC0415
 

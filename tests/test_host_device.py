@@ -386,11 +386,12 @@ def test_six_devices_in_and_out_in_parallel(node: Node) -> None:
 ADD_POINTS = [p for p in faults.POINTS if p.startswith("hostdevice.add.")]
 
 
-@pytest.mark.parametrize("ipam", [False, True], ids=["no-ipam", "ipam"])
-@pytest.mark.parametrize("point", ADD_POINTS)
+# Without IPAM an ADD never passes hostdevice.add.after-ipam.
+CRASH_CASES = [(point, ipam) for point in ADD_POINTS for ipam in (False, True) if ipam or "ipam" not in point]
+
+
+@pytest.mark.parametrize("point,ipam", CRASH_CASES, ids=[f"{p}-{'ipam' if i else 'no-ipam'}" for p, i in CRASH_CASES])
 def test_killed_add_then_del_restores_the_node(node: Node, point: str, ipam: bool) -> None:
-    if point == "hostdevice.add.after-ipam" and not ipam:
-        pytest.skip("no IPAM, no such point")
     conf = with_ipam(node, hd_conf(node)) if ipam else hd_conf(node)
     warm(node, conf)
     c1 = node.container("c1")
@@ -432,3 +433,43 @@ def test_gc_gives_back_the_devices_of_forgotten_attachments(node: Node) -> None:
     assert container_links(c1) == ["eth0", "lo"] and len(records(node)) == 1
     delete(node, hd_conf(node), c1)
     assert nic_state(node.ns, "hd0") == originals["hd0"]
+
+
+@pytest.mark.parametrize("point", ADD_POINTS)
+def test_killed_add_then_add_again_without_del(node: Node, point: str) -> None:
+    """A runtime retrying the ADD that died: it succeeds, or fails with an error object; DEL then puts the
+    device back as it was."""
+    conf = with_ipam(node, hd_conf(node))
+    warm(node, conf)
+    c1 = node.container("c1")
+    before = node_state(node, c1)
+    _, rc, _ = run_plugin(node, "host-device", "ADD", conf, c1, env_extra={faults.ENV: point})
+    assert rc == -signal.SIGKILL
+    out, rc, err = run_plugin(node, "host-device", "ADD", conf, c1)
+    if point == "hostdevice.add.after-record":  # nothing had changed yet: the retry just works
+        assert rc == 0, (out, err)
+    else:  # the dead ADD's eth0 (the device) is in the container already
+        assert rc == 1 and out is not None and out["code"] == 4, (out, err)
+    _, rc, err = run_plugin(node, "host-device", "DEL", conf, c1)
+    assert rc == 0, err
+    assert_same(before, node_state(node, c1))
+
+
+def test_cnictl_show_reports_where_the_device_is(node: Node) -> None:
+    with open(os.path.join(node.netconf_dir, "hd.conflist"), "w") as f:
+        json.dump({"cniVersion": "1.0.0", "name": NETWORK, "plugins": [hd_conf(node)]}, f)
+    c1 = node.container("c1")
+    node.cnictl("add", NETWORK, c1, env_extra=NO_HELPER)
+    view = json.loads(node.cnictl("show", "--json", env_extra=NO_HELPER).stdout)["attachments"][0]
+    assert view["status"] == "ok" and view["plugins"] == ["host-device"], view
+    ns_exec(c1, "ip", "addr", "del", "192.0.2.10/24", "dev", "eth0")
+    proc = node.cnictl("show", "--json", check=False, env_extra=NO_HELPER)
+    assert proc.returncode == 3
+    assert json.loads(proc.stdout)["attachments"][0]["problems"] == ["host-device: address 192.0.2.10/24 missing on eth0"]
+    ns_exec(c1, "ip", "link", "set", "eth0", "netns", node.ns)
+    proc = node.cnictl("show", "--json", check=False, env_extra=NO_HELPER)
+    mac = link_info(node.ns, "eth0")["address"]
+    assert json.loads(proc.stdout)["attachments"][0]["problems"] == [
+        f"host-device: device hd0 ({mac}) is back on the node as eth0: DEL restores it"]
+    node.cnictl("del", NETWORK, c1, env_extra=NO_HELPER)
+    assert "hd0" in node.links()

@@ -457,3 +457,39 @@ def test_gc_removes_what_forgotten_attachments_own(node: Node) -> None:
     assert node.save(4).count("-j MASQUERADE") == 1 and len(node.reservations(NETWORK)) == 1
     delete(node, conf, c1)
     assert_same(before, node_state(node))
+
+
+@pytest.mark.parametrize("point", ADD_POINTS)
+def test_killed_add_then_add_again_without_del(node: Node, point: str) -> None:
+    """A runtime retrying the ADD that died: it succeeds, or fails with an error object; DEL then cleans up."""
+    conf = ptp_conf(node)
+    warm(node)
+    c1 = node.container("c1")
+    before = node_state(node, c1)
+    _, rc, _ = run_plugin(node, "ptp", "ADD", conf, c1, env_extra={faults.ENV: point})
+    assert rc == -signal.SIGKILL
+    out, rc, err = run_plugin(node, "ptp", "ADD", conf, c1)
+    if point == "ptp.add.after-record":  # nothing existed yet: the retry just works
+        assert rc == 0, (out, err)
+    else:  # the dead ADD's eth0 is still there
+        assert rc == 1 and out is not None and out["code"] == 4, (out, err)
+    _, rc, err = run_plugin(node, "ptp", "DEL", conf, c1)
+    assert rc == 0, err
+    assert_same(before, node_state(node, c1))
+
+
+def test_cnictl_show_reports_a_ptp_attachment_and_its_drift(node: Node) -> None:
+    network = write_conflist(node, "1.0.0")
+    c1 = node.container("c1")
+    node.cnictl("add", network, c1, env_extra=NO_HELPER)
+    proc = node.cnictl("show", "--json", env_extra=NO_HELPER)
+    view = json.loads(proc.stdout)["attachments"][0]
+    assert view["status"] == "ok" and "ptp" in view["plugins"], view
+    assert view["hostLink"].startswith("veth") and view["addresses"] == ["10.83.0.2/24"]
+    assert view["chains"] and view["chains"][0].startswith("nat/CNI-")
+    node.exec("ip", "route", "del", "10.83.0.2/32", "dev", view["hostLink"])
+    proc = node.cnictl("show", "--json", check=False, env_extra=NO_HELPER)
+    assert proc.returncode == 3
+    problems = json.loads(proc.stdout)["attachments"][0]["problems"]
+    assert f"ptp: no route to 10.83.0.2 through host veth {view['hostLink']}" in problems, problems
+    node.cnictl("del", network, c1, env_extra=NO_HELPER)

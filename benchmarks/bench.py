@@ -2,17 +2,21 @@
 
     sudo benchmarks/run.sh --containers 100 --cycles 20 [--helper] [--ours-only] [--json out.json]
     sudo benchmarks/run.sh --sizes 0,100,1000 --cycles 20          # and write the README table
+    sudo benchmarks/run.sh --sides ours-iptables,ours-nftables,ref-1.1.1,ref-1.7.1-nft --sizes 0,100 --helper
 
-Two node namespaces are created, ``bch-ours-node`` and ``bch-ref-node``, each with its own copy of
-the same network (bridge ``cni0`` + host-local + portmap with one tcp hostPort per container).
-Each node is preloaded with M containers (untimed), then N cycles of ADD / CHECK / DEL / DEL-again
-run for a fresh container on each side, in the order A B B A A B ... so that drift on the machine
-hits both sides alike. Plugins are exec'd the way libcni does it (ADD in chain order with the
-previous plugin's result as prevResult, CHECK and DEL with the final result, DEL in reverse order)
-by a small exec server living inside the node namespace (``spawner.py``), which times each exec and
-reads its peak RSS from wait4. The report gives per-operation and per-plugin medians, the median of
-the per-cycle ratios ours/reference, peak RSS and VERSION wall times. Everything lives in
-namespaces and temp dirs created here and is removed again, also on Ctrl-C or SIGTERM.
+A run has one or more *sides* (``--sides``, see ``SIDE_KINDS``): one implementation of the chain on
+one netfilter backend, each in a node namespace of its own (``bch-<side>-node``) holding its own
+copy of the same network (bridge ``cni0`` + host-local + portmap with one tcp hostPort per
+container). Each node is preloaded with M containers (untimed), then N cycles of ADD / CHECK / DEL /
+DEL-again run for a fresh container on each side, the order of the sides rotated every cycle so that
+drift on the machine hits all of them alike. Plugins are exec'd the way libcni does it (ADD in chain
+order with the previous plugin's result as prevResult, CHECK and DEL with the final result, DEL in
+reverse order) by a small exec server living inside the node namespace (``spawner.py``), which
+times each exec and reads its peak RSS from wait4. The report gives per-operation and per-plugin
+medians, for each of our sides the median of the per-cycle ratios against its reference anchor
+(``RATIO_PAIRS`` in benchreport.py), the growth from an empty node when size 0 is in the run, peak
+RSS and VERSION wall times. Everything lives in namespaces and temp dirs created here and is removed
+again, also on Ctrl-C or SIGTERM.
 """
 from __future__ import annotations
 
@@ -42,11 +46,12 @@ import benchreport  # a sibling module: the script's own directory is on sys.pat
 from netlink import netns
 
 PREFIX = "bch"
-REFERENCE_BIN = "/usr/lib/cni"
+REFERENCE_BIN = "/usr/lib/cni"  # Debian's reference 1.1.1 (iptables only)
+REFERENCE_V171_BIN = "/tmp/ref-v1.7.1/bin"  # upstream v1.7.1, /work/shared/tools/build-reference-v1.7.1.sh
 OPS = ("ADD", "CHECK", "DEL", "DEL-again")
 CHAIN_TYPES = ("bridge", "portmap")
 NETWORK = "bchnet"
-CNI_VERSION = "1.0.0"  # the newest the Debian 1.1.1 reference speaks
+CNI_VERSION = "1.0.0"  # the newest the Debian 1.1.1 reference speaks (v1.7.1 speaks it too)
 SUBNET = "10.200.0.0/16"
 # A Linux bridge takes at most 1,024 ports (BR_MAX_PORTS): beyond this many preloaded containers
 # the rest go to further networks of their own (bridge cni<k>, 10.<200+k>.0.0/16), which share the
@@ -61,6 +66,34 @@ PLUGIN_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"  # the reference portmap and ipMas
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+# --- the sides ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SideKind:
+    """One implementation of the chain on one netfilter backend, as ``--sides`` names it."""
+
+    name: str
+    ours: bool
+    # The value of portmap's "backend" and bridge's "ipMasqBackend"; None: neither key (Debian's 1.1.1
+    # predates them and has only iptables).
+    backend: str | None
+    # Where its DNAT rules land, for the node check: our iptables backend writes the legacy tables
+    # (python-iptables/libiptc); the reference's iptables backend execs iptables, on Debian 12
+    # iptables-nft; both nftables backends write "table ip cni_hostport".
+    tables: str  # "iptables-legacy", "iptables-nft" or "nftables"
+    reference_release: str = ""  # "1.1.1" or "1.7.1": which reference bin dir
+
+
+SIDE_KINDS: dict[str, SideKind] = {k.name: k for k in (
+    SideKind("ours-iptables", True, "iptables", "iptables-legacy"),
+    SideKind("ours-nftables", True, "nftables", "nftables"),
+    SideKind("ref-1.1.1", False, None, "iptables-nft", "1.1.1"),
+    SideKind("ref-1.7.1-nft", False, "nftables", "nftables", "1.7.1"),
+    SideKind("ref-1.7.1-iptables", False, "iptables", "iptables-nft", "1.7.1"),
+)}
+DEFAULT_SIDES = "ours-iptables,ref-1.1.1"  # what a run measured before there were backends
 
 
 # --- namespaces ----------------------------------------------------------------------------------
@@ -157,7 +190,7 @@ class Spawner:
 class Side:
     """One node namespace running one implementation of the chain."""
 
-    name: str  # "ours" or "ref"
+    kind: SideKind
     bin_dir: str
     chain: list[str]
     work: str
@@ -166,23 +199,37 @@ class Side:
     node: str = ""
     spawners: list[Spawner] = field(default_factory=list)
     rss_file: str | None = None  # set during the RSS pass: execs then run under GNU time
+    helper: subprocess.Popen[bytes] | None = None  # ours: the resident helper serving this node
 
     def __post_init__(self) -> None:
         self.node = f"{PREFIX}-{self.name}-node"
+
+    @property
+    def name(self) -> str:
+        return self.kind.name
 
     @property
     def node_path(self) -> str:
         return f"/run/netns/{self.node}"
 
     @property
+    def side_dir(self) -> str:
+        return os.path.join(self.work, self.name)
+
+    @property
     def data_dir(self) -> str:
-        return os.path.join(self.work, self.name, "host-local")
+        return os.path.join(self.side_dir, "host-local")
+
+    @property
+    def worker_rss_log(self) -> str:
+        """Where the helper's workers note their peak RSS after each call (see cni.helper)."""
+        return os.path.join(self.side_dir, "worker-rss.log")
 
     def plugin_config(self, plugin: str, port: int, prev: dict[str, Any] | None, net: int = 0) -> dict[str, Any]:
         """What libcni would hand this plugin of the conflist: name and cniVersion injected, runtimeConfig
         for the capabilities it declares, prevResult when there is one."""
         conf: dict[str, Any] = {"cniVersion": CNI_VERSION, "name": network_name(net),
-                                **plugin_entry(plugin, self.data_dir, net)}
+                                **plugin_entry(plugin, self.data_dir, net, self.kind.backend)}
         if conf.get("capabilities", {}).get("portMappings"):
             conf["runtimeConfig"] = {"portMappings": [{"hostPort": port, "containerPort": 80, "protocol": "tcp"}]}
         if prev is not None:
@@ -205,15 +252,22 @@ def network_name(net: int) -> str:
     return NETWORK if net == 0 else f"{NETWORK}{net}"
 
 
-def plugin_entry(plugin: str, data_dir: str, net: int = 0) -> dict[str, Any]:
-    """The plugin's entry in the conflist of network ``net`` (the same for both sides)."""
+def plugin_entry(plugin: str, data_dir: str, net: int = 0, backend: str | None = None) -> dict[str, Any]:
+    """The plugin's entry in the conflist of network ``net`` (the same for every side but the backend keys)."""
     if plugin == "bridge":
         subnet = SUBNET if net == 0 else f"10.{200 + net}.0.0/16"
-        return {"type": "bridge", "bridge": f"cni{net}", "isGateway": True, "ipMasq": True, "hairpinMode": True,
-                "ipam": {"type": "host-local", "dataDir": data_dir, "ranges": [[{"subnet": subnet}]],
-                         "routes": [{"dst": "0.0.0.0/0"}]}}
+        entry: dict[str, Any] = {
+            "type": "bridge", "bridge": f"cni{net}", "isGateway": True, "ipMasq": True, "hairpinMode": True,
+            "ipam": {"type": "host-local", "dataDir": data_dir, "ranges": [[{"subnet": subnet}]],
+                     "routes": [{"dst": "0.0.0.0/0"}]}}
+        if backend:
+            entry["ipMasqBackend"] = backend
+        return entry
     if plugin == "portmap":
-        return {"type": "portmap", "capabilities": {"portMappings": True}}
+        entry = {"type": "portmap", "capabilities": {"portMappings": True}}
+        if backend:
+            entry["backend"] = backend
+        return entry
     raise ValueError(f"no conflist entry for {plugin!r}")
 
 
@@ -315,24 +369,51 @@ def progress(line: str, last: bool, milestone: bool) -> None:
         log(line)
 
 
-def node_state(side: Side) -> tuple[int, int]:
-    """(bridge ports, DNAT rules) on the node: what the preloaded containers left there."""
+def node_state(side: Side) -> dict[str, int]:
+    """What the preloaded containers left on the node: bridge ports, DNAT rules, and on our nftables
+    backend its per-container ``dn-*`` chains."""
     ports = subprocess.run(["ip", "-n", side.node, "-o", "link", "show", "type", "veth"], capture_output=True,
                            check=False).stdout.decode().count("\n")  # each container's host end is a port
-    save = "iptables-legacy-save" if side.name == "ours" else "iptables-nft-save"  # python-iptables: legacy
-    rules = subprocess.run(["ip", "netns", "exec", side.node, save, "-t", "nat"], capture_output=True,
-                           check=False).stdout.decode()
-    return ports, sum(1 for line in rules.splitlines() if "-j DNAT" in line)
+    state = {"bridge ports": ports}
+    if "portmap" not in side.chain:
+        return state
+    if side.kind.tables == "nftables":
+        state.update(nft_hostport_state(side))
+    else:
+        save = "iptables-legacy-save" if side.kind.tables == "iptables-legacy" else "iptables-nft-save"
+        rules = subprocess.run(["ip", "netns", "exec", side.node, save, "-t", "nat"], capture_output=True,
+                               check=False).stdout.decode()
+        state["DNAT rules"] = sum(1 for line in rules.splitlines() if "-j DNAT" in line)
+    return state
+
+
+def nft_hostport_state(side: Side) -> dict[str, int]:
+    """DNAT rules in ``table ip cni_hostport`` (ours: one per container in its ``dn-*`` chain; the
+    reference v1.7.1: one per container in chain ``hostports``), and for ours the ``dn-*`` chains."""
+    proc = subprocess.run(["ip", "netns", "exec", side.node, "nft", "-j", "list", "table", "ip", "cni_hostport"],
+                          capture_output=True, check=False)
+    if proc.returncode != 0:
+        if b"No such file or directory" not in proc.stderr:  # no table (yet, or any more) is an empty node
+            raise RuntimeError(f"nft list table ip cni_hostport on {side.node}: {proc.stderr.decode().strip()}")
+        objects: list[dict[str, Any]] = []
+    else:
+        objects = json.loads(proc.stdout).get("nftables", [])
+    chains = [o["chain"]["name"] for o in objects if "chain" in o]
+    rules = [o["rule"] for o in objects if "rule" in o]
+    state = {"DNAT rules": sum(1 for r in rules if any("dnat" in statement for statement in r.get("expr", [])))}
+    if side.kind.ours:
+        state["dn-* chains"] = sum(1 for name in chains if name.startswith("dn-"))
+    return state
 
 
 def verify_node(side: Side, containers: int, when: str) -> None:
     """Fail loudly when the node does not hold exactly ``containers`` attachments: numbers measured on a
     node in the wrong state would be meaningless."""
-    ports, dnat = node_state(side)
-    expected_dnat = containers if "portmap" in side.chain else 0
-    if ports != containers or dnat != expected_dnat:
-        raise RuntimeError(f"{side.node} {when}: {ports} bridge ports and {dnat} DNAT rules, "
-                           f"expected {containers} and {expected_dnat}")
+    state = node_state(side)
+    found = ", ".join(f"{count} {what}" for what, count in state.items())
+    if any(count != containers for count in state.values()):
+        raise RuntimeError(f"{side.node} {when}: {found}; expected {containers} of each")
+    log(f"  {side.node} {when}: {found}")
 
 
 # --- the timed part ------------------------------------------------------------------------------
@@ -399,15 +480,16 @@ def measure(sides: list[Side], namespaces: Namespaces, cycles: int) -> dict[str,
     containers = {side.name: [f"{PREFIX}-{side.name}-c{i}" for i in range(cycles)] for side in sides}
     namespaces.add([name for names in containers.values() for name in names])
     for i in range(cycles):
-        # A B B A: each side goes first in half of the cycles, so slow drift cancels out of the ratios.
-        order = sides if i % 2 == 0 else list(reversed(sides))
+        # The order rotates each cycle (A B C, B C A, C A B, ...; with two sides A B, B A): every side
+        # takes every place equally often, so slow drift cancels out of the ratios.
+        order = sides[i % len(sides):] + sides[:i % len(sides)]
         for side in order:
             measure_cycle(side, side.spawners[0], containers[side.name][i], CYCLE_PORT_BASE + i, results[side.name])
         log(f"  cycle {i + 1}/{cycles}: " + ", ".join(
             f"{s.name} ADD {results[s.name].operations['ADD'][-1].ms:.0f} ms" for s in sides))
     for side in sides:
         plugins = ["bridge", "host-local", *side.chain[1:]]
-        if side.name == "ours" and os.path.exists(os.path.join(side.bin_dir, "firewall")):
+        if side.kind.ours and os.path.exists(os.path.join(side.bin_dir, "firewall")):
             plugins.append("firewall")
         measure_versions(side, plugins, results[side.name])
         measure_rss(side, namespaces, plugins, results[side.name])
@@ -423,17 +505,15 @@ class Run:
     work: str
     namespaces: Namespaces = field(default_factory=Namespaces)
     sides: list[Side] = field(default_factory=list)
-    helper: subprocess.Popen[bytes] | None = None
 
     def close(self) -> None:
         for side in self.sides:
             for spawner in side.spawners:
                 spawner.close()
-        if self.helper is not None:
-            self.stop_helper(self.helper)
+            if side.helper is not None:
+                self.stop_helper(side.helper)
         self.namespaces.delete_all()
         shutil.rmtree(self.work, ignore_errors=True)
-
 
     @staticmethod
     def stop_helper(helper: subprocess.Popen[bytes]) -> None:
@@ -454,22 +534,23 @@ def install_ours(bin_dir: str) -> None:
         raise RuntimeError(f"cnictl install failed: {proc.stderr.decode(errors='replace').strip()}")
 
 
-def start_helper(run: Run, node_path: str) -> str | None:
-    """Start our resident helper inside the node namespace; its socket path, or None if it did not come up."""
-    socket_path = os.path.join(run.work, "helper.sock")
-    log_path = os.path.join(run.work, "helper.log")
-    with netns.enter(node_path), open(log_path, "wb") as helper_log:
-        run.helper = subprocess.Popen([sys.executable, "-m", "cni.helper", "--socket", socket_path], cwd=REPO,
-                                      stdout=subprocess.DEVNULL, stderr=helper_log, start_new_session=True,
-                                      env=dict(os.environ, PYTHONPATH=REPO,
-                                               PYCNI_HELPER_RSS_LOG=worker_rss_log(run)))
+def start_helper(side: Side) -> str | None:
+    """Start a resident helper of our own for this side inside its node namespace (each side has one,
+    so each has its own workers' RSS log); its socket path, or None if it did not come up."""
+    socket_path = os.path.join(side.side_dir, "helper.sock")
+    log_path = os.path.join(side.side_dir, "helper.log")
+    with netns.enter(side.node_path), open(log_path, "wb") as helper_log:
+        side.helper = subprocess.Popen([sys.executable, "-m", "cni.helper", "--socket", socket_path], cwd=REPO,
+                                       stdout=subprocess.DEVNULL, stderr=helper_log, start_new_session=True,
+                                       env=dict(os.environ, PYTHONPATH=REPO,
+                                                PYCNI_HELPER_RSS_LOG=side.worker_rss_log))
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and run.helper.poll() is None:
+    while time.monotonic() < deadline and side.helper.poll() is None:
         if os.path.exists(socket_path):
             return socket_path
         time.sleep(0.05)
     with open(log_path, errors="replace") as f:
-        log(f"the resident helper did not start: {f.read().strip()[-500:]}")
+        log(f"the resident helper for {side.name} did not start: {f.read().strip()[-500:]}")
     return None
 
 
@@ -484,52 +565,103 @@ def available_chain(wanted: list[str]) -> list[str]:
     return wanted
 
 
-def set_up(run: Run, chain: list[str], ours_only: bool, use_helper: bool, jobs: int, shared_lock: bool) -> None:
+@dataclass(frozen=True)
+class Setup:
+    """What ``--sides`` and friends ask for; the same for every size of a run."""
+
+    kinds: list[SideKind]
+    chain: list[str]
+    use_helper: bool
+    jobs: int
+    shared_lock: bool
+    ref_v171_dir: str
+    inspect: bool  # wait before cleaning up, so the nodes' rules can be looked at
+    # When the sides were not chosen on the command line, a missing Debian reference only drops its
+    # side (with a note), as it always did; a side asked for by name must be there.
+    sides_chosen: bool
+
+
+def reference_bin_dir(kind: SideKind, setup: Setup) -> str:
+    return REFERENCE_BIN if kind.reference_release == "1.1.1" else setup.ref_v171_dir
+
+
+def missing_reference(kind: SideKind, setup: Setup) -> str | None:
+    """Why this reference side cannot run, or None."""
+    bin_dir = reference_bin_dir(kind, setup)
+    missing = [p for p in dict.fromkeys(("bridge", "host-local", *setup.chain))
+               if not os.access(os.path.join(bin_dir, p), os.X_OK)]
+    if not missing:
+        return None
+    hint = ("; build it with /work/shared/tools/build-reference-v1.7.1.sh PLUGINS_GIT_DIR [OUT_DIR] "
+            "(or pass --ref-v171-dir)" if kind.reference_release == "1.7.1" else "")
+    return f"no reference {', '.join(missing)} in {bin_dir} for side {kind.name}{hint}"
+
+
+def plugin_about(side: Side) -> str:
+    """What the side's portmap (or bridge) says without CNI_COMMAND, e.g. ``CNI portmap plugin v1.7.1``."""
+    plugin = side.chain[-1]
+    proc = subprocess.run([os.path.join(side.bin_dir, plugin)], capture_output=True, env={"PATH": PLUGIN_PATH},
+                          check=False, timeout=30)
+    text = (proc.stdout or proc.stderr).decode(errors="replace").strip()
+    return text.splitlines()[0] if text else ""
+
+
+def set_up(run: Run, setup: Setup) -> None:
     bin_dir = os.path.join(run.work, "bin")
-    install_ours(bin_dir)
+    if any(kind.ours for kind in setup.kinds):
+        install_ours(bin_dir)
     base = {"PATH": PLUGIN_PATH}
-    if not shared_lock:
+    if not setup.shared_lock:
         # /run/xtables.lock is one lock for the whole machine, whatever the namespace: every iptables-legacy
         # user on it (other test runs, too) would queue our commits behind theirs. The reference's
         # iptables-nft does not take it, so a shared lock would measure the machine's other load, not us.
+        # Our nftables backend has a host-wide lock of its own (/run/pycni/nftables.lock): the same.
         base["XTABLES_LOCKFILE"] = os.path.join(run.work, "xtables.lock")
-    ours_env = dict(base, CNI_PATH=bin_dir, PYCNI_STATE_DIR=os.path.join(run.work, "ours", "state"))
-    run.sides.append(Side("ours", bin_dir, chain, run.work, env_timed=ours_env, env_preload=ours_env))
-    if not ours_only:
-        missing = [p for p in ("bridge", "host-local", *chain) if not os.access(os.path.join(REFERENCE_BIN, p), os.X_OK)]
-        if missing:
-            log(f"note: no reference {', '.join(missing)} in {REFERENCE_BIN}; measuring ours only")
-        else:
-            ref_env = dict(base, CNI_PATH=REFERENCE_BIN)
-            run.sides.append(Side("ref", REFERENCE_BIN, chain, run.work, env_timed=ref_env, env_preload=ref_env))
+        base["PYCNI_NFT_LOCKFILE"] = os.path.join(run.work, "nftables.lock")
+    for kind in setup.kinds:
+        if kind.ours:
+            env = dict(base, CNI_PATH=bin_dir, PYCNI_STATE_DIR=os.path.join(run.work, kind.name, "state"))
+            run.sides.append(Side(kind, bin_dir, setup.chain, run.work, env_timed=env, env_preload=env))
+            continue
+        why = missing_reference(kind, setup)
+        if why and setup.sides_chosen:
+            raise RuntimeError(why)
+        if why:
+            log(f"note: {why}; measuring without it")
+            continue
+        env = dict(base, CNI_PATH=reference_bin_dir(kind, setup))
+        run.sides.append(Side(kind, reference_bin_dir(kind, setup), setup.chain, run.work, env_timed=env,
+                              env_preload=env))
+    if not run.sides:
+        raise RuntimeError("no side left to measure")
     run.namespaces.add([side.node for side in run.sides])
     for side in run.sides:
         subprocess.run(["ip", "-n", side.node, "link", "set", "lo", "up"], check=True)
         os.makedirs(side.data_dir)
         side.spawners.append(Spawner(side.node_path))
-    ours = run.sides[0]
-    socket_path = start_helper(run, ours.node_path)
-    # Preloading is untimed: our side uses the helper for it when it is up (same code, ~5x faster).
-    ours.env_preload = dict(ours_env, PYCNI_HELPER_SOCKET=socket_path) if socket_path else \
-        dict(ours_env, PYCNI_HELPER="0")
+        if side.kind.ours:
+            set_up_helper(side, setup.use_helper)
+
+
+def set_up_helper(side: Side, use_helper: bool) -> None:
+    """Preloading is untimed: our sides use the helper for it when it is up (same code, ~5x faster); the
+    timed cycles use it only with ``--helper``."""
+    env = side.env_timed
+    socket_path = start_helper(side)
+    side.env_preload = dict(env, PYCNI_HELPER_SOCKET=socket_path) if socket_path else dict(env, PYCNI_HELPER="0")
     if use_helper:
         if not socket_path:
-            raise RuntimeError("--helper: the resident helper did not start")
-        ours.env_timed = dict(ours_env, PYCNI_HELPER_SOCKET=socket_path)
+            raise RuntimeError(f"--helper: the resident helper for {side.name} did not start")
+        side.env_timed = dict(env, PYCNI_HELPER_SOCKET=socket_path)
     else:
-        ours.env_timed = dict(ours_env, PYCNI_HELPER="0")
+        side.env_timed = dict(env, PYCNI_HELPER="0")
 
 
-def worker_rss_log(run: Run) -> str:
-    """Where the helper's workers note their peak RSS after each call (see cni.helper)."""
-    return os.path.join(run.work, "worker-rss.log")
-
-
-def worker_peak_rss_mib(run: Run, since: int) -> dict[str, float]:
-    """The largest peak RSS per plugin among the workers' calls logged after byte ``since``."""
+def worker_peak_rss_mib(side: Side, since: int) -> dict[str, float]:
+    """The largest peak RSS per plugin among the side's workers' calls logged after byte ``since``."""
     peaks: dict[str, float] = {}
     try:
-        with open(worker_rss_log(run), "rb") as f:
+        with open(side.worker_rss_log, "rb") as f:
             f.seek(since)
             lines = f.read().decode(errors="replace").splitlines()
     except FileNotFoundError:
@@ -540,6 +672,41 @@ def worker_peak_rss_mib(run: Run, since: int) -> dict[str, float]:
             mib = round(int(fields[2]) / 1024, 1)
             peaks[fields[0]] = max(peaks.get(fields[0], 0.0), mib)
     return peaks
+
+
+def inspection_commands(side: Side) -> list[str]:
+    """How to look at what a side's plugins wrote on its node."""
+    where = f"ip netns exec {side.node}"
+    if side.kind.tables == "nftables":
+        return [f"{where} nft list table ip cni_hostport", f"{where} nft list table inet cni_plugins_masquerade"]
+    save = "iptables-legacy-save" if side.kind.tables == "iptables-legacy" else "iptables-nft-save"
+    return [f"{where} {save} -t nat"]
+
+
+def wait_for_inspection(sides: list[Side]) -> None:
+    log("the nodes stay up until Enter (or Ctrl-C); look at them with:")
+    for side in sides:
+        for command in inspection_commands(side):
+            log(f"  {command}")
+    try:
+        input()
+    except EOFError:
+        pass
+
+
+def helper_calls(side: Side, expected: int) -> int:
+    """Calls the side's helper workers have served so far (each logs one line, just after its reply:
+    the last ones are given a moment to arrive)."""
+    deadline = time.monotonic() + 2
+    while True:
+        try:
+            with open(side.worker_rss_log, "rb") as f:
+                count = sum(1 for _ in f)
+        except FileNotFoundError:
+            count = 0
+        if count >= expected or time.monotonic() > deadline:
+            return count
+        time.sleep(0.05)
 
 
 def log_size(path: str) -> int:
@@ -566,33 +733,41 @@ def spawner_floor_kib(side: Side) -> int:
     return int(side.spawners[0].run(["/bin/true"], {})["maxrss_kib"])
 
 
-def benchmark(size: int, cycles: int, chain: list[str], ours_only: bool, use_helper: bool,
-              jobs: int, shared_lock: bool) -> dict[str, Any]:
+def benchmark(size: int, cycles: int, setup: Setup) -> dict[str, Any]:
     run = Run(work=tempfile.mkdtemp(prefix="pycni-bch-"))
     stop = threading.Event()
     try:
-        set_up(run, chain, ours_only, use_helper, jobs, shared_lock)
+        set_up(run, setup)
         preload_s = {}
         for side in run.sides:
-            log(f"preloading {size} containers on {side.node} ({jobs} at a time)")
-            preload_s[side.name] = preload(side, run.namespaces, size, jobs, stop)
+            log(f"preloading {size} containers on {side.node} ({setup.jobs} at a time)")
+            preload_s[side.name] = preload(side, run.namespaces, size, setup.jobs, stop)
+            if side.helper is not None and size:
+                # The launcher runs a plugin directly when the helper is not there; say which it was.
+                execs = size * len(side.chain)
+                log(f"  {side.name}: {helper_calls(side, execs)} of the {execs} preload execs "
+                    f"went through the resident helper")
         for side in run.sides:
             for spawner in side.spawners[1:]:
                 spawner.close()
             del side.spawners[1:]
             verify_node(side, size, "after preloading")
-        log(f"measuring {cycles} cycles")
-        timed_from = log_size(worker_rss_log(run))  # the workers' RSS of the timed cycles only
+        log(f"measuring {cycles} cycles on {', '.join(s.name for s in run.sides)}")
+        ours = [side for side in run.sides if side.helper is not None]
+        timed_from = {side.name: log_size(side.worker_rss_log) for side in ours}  # RSS of the timed cycles only
         results = measure(run.sides, run.namespaces, cycles)
         for side in run.sides:
             verify_node(side, size, "after the cycles")  # every DEL removed what its ADD made
-        summary = benchreport.summarize(size, cycles, chain, use_helper,
+        if setup.inspect:
+            wait_for_inspection(run.sides)
+        summary = benchreport.summarize(size, cycles, setup.chain, setup.use_helper,
                                         {s.name: results[s.name] for s in run.sides}, preload_s,
                                         spawner_floor_kib(run.sides[0]))
-        summary["xtables_lock"] = "shared" if shared_lock else "private"
-        if use_helper and run.helper is not None:
-            summary["helper_rss_mib"] = peak_rss_of(run.helper.pid)
-            summary["worker_rss_mib"] = worker_peak_rss_mib(run, timed_from)
+        summary["xtables_lock"] = "shared" if setup.shared_lock else "private"
+        summary["references"] = {s.name: plugin_about(s) for s in run.sides if not s.kind.ours}
+        if setup.use_helper:
+            summary["helper_rss_mib"] = {s.name: peak_rss_of(s.helper.pid) for s in ours if s.helper is not None}
+            summary["worker_rss_mib"] = {s.name: worker_peak_rss_mib(s, timed_from[s.name]) for s in ours}
         return summary
     finally:
         stop.set()
@@ -624,13 +799,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cycles", type=int, default=20, help="ADD/CHECK/DEL/DEL-again cycles per side (default 20)")
     parser.add_argument("--chain", default=",".join(CHAIN_TYPES),
                         help="plugins of the chain, in order (default bridge,portmap; bridge includes host-local)")
-    parser.add_argument("--ours-only", action="store_true", help="do not run the reference plugins")
+    parser.add_argument("--sides", help=f"comma-separated sides, each on a node of its own, of "
+                                        f"{', '.join(SIDE_KINDS)} (default {DEFAULT_SIDES})")
+    parser.add_argument("--ref-v171-dir", default=REFERENCE_V171_BIN,
+                        help=f"the reference v1.7.1 binaries for the ref-1.7.1-* sides (default {REFERENCE_V171_BIN})")
+    parser.add_argument("--ours-only", action="store_true", help="drop the reference sides from --sides")
     parser.add_argument("--helper", action="store_true", help="time our plugins through the resident helper")
     parser.add_argument("--jobs", type=int, default=max(2, os.cpu_count() or 2),
                         help="containers preloaded side by side (default: the number of CPUs, at least 2)")
-    parser.add_argument("--shared-xtables-lock", action="store_true",
-                        help="take the machine's /run/xtables.lock instead of a private one (see README)")
+    parser.add_argument("--shared-locks", "--shared-xtables-lock", dest="shared_locks", action="store_true",
+                        help="let our plugins take the machine's /run/xtables.lock and /run/pycni/nftables.lock "
+                             "instead of private ones (see README)")
     parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--inspect", action="store_true",
+                        help="after the cycles, print how to list each node's rules and wait for Enter")
     parser.add_argument("--no-readme", action="store_true", help="with --sizes: do not touch benchmarks/README.md")
     parser.add_argument("--clean", action="store_true",
                         help=f"delete the {PREFIX}-* namespaces an interrupted run left behind, then exit")
@@ -640,6 +822,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--chain: bridge first, then any of {', '.join(CHAIN_TYPES[1:])}")
     if args.cycles < 1 or args.jobs < 1:
         parser.error("--cycles and --jobs must be at least 1")
+    args.sides_chosen = args.sides is not None
+    names = (args.sides or DEFAULT_SIDES).split(",")
+    unknown = [n for n in names if n not in SIDE_KINDS]
+    if unknown or len(set(names)) != len(names):
+        parser.error(f"--sides: distinct names out of {', '.join(SIDE_KINDS)}")
+    args.kinds = [SIDE_KINDS[n] for n in names if SIDE_KINDS[n].ours or not args.ours_only]
+    if not args.kinds:
+        parser.error("--ours-only leaves none of --sides")
     return args
 
 
@@ -674,20 +864,25 @@ def main(argv: list[str] | None = None) -> int:
             f"remove them with: {sys.argv[0]} --clean")
         return 1
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else [args.containers]
-    chain = available_chain(args.chain.split(","))
+    setup = Setup(args.kinds, available_chain(args.chain.split(",")), args.helper, args.jobs,
+                  args.shared_locks, args.ref_v171_dir, args.inspect, args.sides_chosen)
     command = "benchmarks/run.sh " + " ".join(reproducing_args(argv if argv is not None else sys.argv[1:]))
     summaries = []
     with sigterm_as_interrupt():
         try:
             for size in sizes:
-                summary = benchmark(size, args.cycles, chain, args.ours_only, args.helper, args.jobs,
-                                    args.shared_xtables_lock)
+                summary = benchmark(size, args.cycles, setup)
                 print(benchreport.render_text(summary), flush=True)
                 summaries.append(summary)
         except KeyboardInterrupt:
             log("interrupted; everything this run created has been removed")
             return 130
+        except RuntimeError as error:  # ours: a node in the wrong state, a missing reference, a failed preload
+            log(f"bench: {error}")
+            return 1
     document = benchreport.document(command, summaries)
+    if document["growth"]:
+        print(benchreport.render_growth_text(document), flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(document, f, indent=2)

@@ -126,6 +126,19 @@ def test_moves_the_device_in_with_its_mac_mtu_and_addresses_and_back(node: Node)
     delete(node, hd_conf(node), c1)  # again: nothing to do
 
 
+def test_a_macvlan_of_the_node_moves_in_and_back(node: Node) -> None:
+    node.exec("ip", "link", "add", "mv0", "link", "ext0", "type", "macvlan", "mode", "bridge")
+    node.exec("ip", "addr", "add", "198.51.100.50/24", "dev", "mv0")
+    node.exec("ip", "link", "set", "mv0", "up")
+    original = nic_state(node.ns, "mv0")
+    c1 = node.container("c1")
+    add(node, hd_conf(node, device="mv0"), c1)
+    with server(node.external, "tcp", 7010, tag="ext"):
+        assert request(c1, "tcp", "198.51.100.2", 7010) == "ext 198.51.100.50"
+    delete(node, hd_conf(node, device="mv0"), c1)
+    assert nic_state(node.ns, "mv0") == original
+
+
 def test_a_device_that_was_down_comes_back_down(node: Node) -> None:
     node.exec("ip", "link", "set", "hd0", "down")
     original = nic_state(node.ns, "hd0")

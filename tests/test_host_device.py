@@ -486,3 +486,58 @@ def test_cnictl_show_reports_where_the_device_is(node: Node) -> None:
         f"host-device: device hd0 ({mac}) is back on the node as eth0: DEL restores it"]
     node.cnictl("del", NETWORK, c1, env_extra=NO_HELPER)
     assert "hd0" in node.links()
+
+
+def test_through_the_resident_helper(node: Node) -> None:
+    """The same ADD, CHECK, traffic and DEL with the executable handing the call to a (private) helper."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    from tests.netenv import REPO, wait_for  # noqa: PLC0415
+
+    sock = os.path.join(node.work, "helper.sock")
+    helper = subprocess.Popen([sys.executable, "-m", "cni.helper", "--socket", sock], cwd=REPO,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        assert wait_for(lambda: os.path.exists(sock), timeout=20), "helper did not start"
+        env = {"PYCNI_HELPER_SOCKET": sock}
+        original = nic_state(node.ns, "hd0")
+        c1 = node.container("c1")
+        conf = {k: v for k, v in hd_conf(node).items() if k != "device"} | {"kernelpath": "/sys/devices/virtual/net/hd0"}
+        result = add(node, conf, c1, env_extra=env)  # kernelpath: the helper sees the caller's /sys
+        _, rc, err = node.run_plugin("host-device", "CHECK", dict(conf, prevResult=result), c1, env_extra=env)
+        assert rc == 0, err
+        with server(node.external, "tcp", 7710, tag="ext"):
+            assert request(c1, "tcp", PEER, 7710) == "ext 192.0.2.10"
+        delete(node, conf, c1, env_extra=env)
+        assert nic_state(node.ns, "hd0") == original
+        # Proof that the helper ran it: a worker killed half-way is reported as code 11, not a SIGKILL.
+        out, rc, _ = node.run_plugin("host-device", "ADD", conf, c1,
+                                     env_extra=dict(env, **{faults.ENV: "hostdevice.add.after-move"}))
+        assert rc == 1 and out is not None and out["code"] == 11, out
+        delete(node, conf, c1, env_extra=env)
+        assert nic_state(node.ns, "hd0") == original
+    finally:
+        helper.kill()
+        helper.wait()
+
+
+# --- pure config logic ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text,valid", [("0000:00:19.0", True), ("00:19.0", True), ("0000:ab:1F.7", True),
+                                        ("0000:00:19.8", False), ("0000:00:19", False), ("../../x", False),
+                                        ("0000:00:19.0/..", False), ("000:00:19.0", False), ("", False)])
+def test_pci_addresses(text: str, valid: bool) -> None:
+    from hostdevice.config import is_pci_address  # noqa: PLC0415
+
+    assert is_pci_address(text) is valid
+
+
+def test_selector_precedence_and_device_id() -> None:
+    from hostdevice import config  # noqa: PLC0415
+
+    conf = config.load({"name": "n", "device": "eth1", "hwaddr": "AA-BB-CC-DD-EE-FF", "pciBusID": "0000:00:01.0",
+                        "runtimeConfig": {"deviceID": "0000:00:02.0"}})
+    assert conf.selector() == 'device "eth1"'  # device first, as the reference
+    assert conf.hwaddr == "aa:bb:cc:dd:ee:ff" and conf.pciBusID == "0000:00:02.0"  # deviceID wins over pciBusID
+    assert config.load({"name": "n", "pciBusID": "0000:00:01.0"}).selector() == 'pciBusID "0000:00:01.0"'

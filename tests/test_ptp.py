@@ -493,3 +493,38 @@ def test_cnictl_show_reports_a_ptp_attachment_and_its_drift(node: Node) -> None:
     problems = json.loads(proc.stdout)["attachments"][0]["problems"]
     assert f"ptp: no route to 10.83.0.2 through host veth {view['hostLink']}" in problems, problems
     node.cnictl("del", network, c1, env_extra=NO_HELPER)
+
+
+def test_through_the_resident_helper(node: Node) -> None:
+    """The same ADD, CHECK, traffic and DEL with the executables handing the call to a (private) helper."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    from tests.netenv import wait_for  # noqa: PLC0415
+
+    sock = os.path.join(node.work, "helper.sock")
+    helper = subprocess.Popen([sys.executable, "-m", "cni.helper", "--socket", sock], cwd=REPO,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        assert wait_for(lambda: os.path.exists(sock), timeout=20), "helper did not start"
+        env = {"PYCNI_HELPER_SOCKET": sock}
+        conf = ptp_conf(node)
+        warm(node)
+        c1, c2 = node.container("c1"), node.container("c2")
+        before = node_state(node, c1, c2)
+        r1, r2 = add(node, conf, c1, env_extra=env), add(node, conf, c2, env_extra=env)
+        _, rc, err = node.run_plugin("ptp", "CHECK", dict(conf, prevResult=r1), c1, env_extra=env)
+        assert rc == 0, err
+        with server(c2, "tcp", 7700, tag="c2"):
+            assert request(c1, "tcp", address(r2), 7700) == f"c2 {address(r1)}"
+        for ctr in (c1, c2):
+            delete(node, conf, ctr, env_extra=env)
+        assert_same(before, node_state(node, c1, c2))
+        # Proof that the helper ran it: a worker killed half-way is reported as code 11, not a SIGKILL.
+        out, rc, _ = node.run_plugin("ptp", "ADD", conf, c1, env_extra=dict(env, **{faults.ENV: "ptp.add.after-ipam"}))
+        assert rc == 1 and out is not None and out["code"] == 11, out
+        delete(node, conf, c1, env_extra=env)
+        assert_same(before, node_state(node, c1, c2))
+    finally:
+        helper.kill()
+        helper.wait()

@@ -147,10 +147,13 @@ def _refuse_if_held(store: RecordStore, att: Attachment, link: Link) -> None:
 
 
 def _previous_record(store: RecordStore, att: Attachment) -> dict[str, Any] | None:
+    """An earlier ADD's record; None when there is none, it is corrupt, or it is foreign (another boot's
+    or another network namespace's: the device it names is not in that state here)."""
     try:
-        return store.load(att)
+        record = store.load(att)
     except CNIError:
         return None
+    return None if record is not None and is_foreign(record) else record
 
 
 def _undo_add(req: Request, ipam: str, moved: bool, store: RecordStore, att: Attachment,
@@ -183,6 +186,11 @@ def cmd_del(req: Request) -> None:
         record = store.load(att)
     except CNIError as err:  # DEL must not fail on it; without it the device's original state is unknown
         print(f"host-device: {err}; leaving {req.ifname} where it is", file=sys.stderr)
+        record = None
+    if record is not None and is_foreign(record):
+        # Written in another boot or node namespace: the device's state then says nothing about it now.
+        print(f"host-device: the record of {req.ifname} is another boot's or namespace's; leaving the device alone",
+              file=sys.stderr)
         record = None
     device = (record or {}).get("device")
     if isinstance(device, dict) and device.get("name"):

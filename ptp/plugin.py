@@ -15,7 +15,7 @@ import sys
 from cni import args as cni_args
 from cni import faults, skel
 from cni.errors import INTERNAL, INVALID_CONFIG, UNKNOWN_CONTAINER, CNIError
-from cni.records import Attachment, RecordStore, state_dir
+from cni.records import Attachment, RecordStore, is_foreign, state_dir
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -108,10 +108,13 @@ def cmd_add(req: Request) -> dict[str, Any]:
 
 
 def _previous_record(store: RecordStore, att: Attachment) -> dict[str, Any] | None:
+    """An earlier ADD's record; None when there is none, it is corrupt, or it is foreign (another boot's
+    or another network namespace's: nothing it names exists here)."""
     try:
-        return store.load(att)
+        record = store.load(att)
     except CNIError:
         return None
+    return None if record is not None and is_foreign(record) else record
 
 
 def _undo_add(req: Request, ipam: str, store: RecordStore, att: Attachment, previous: dict[str, Any] | None,
@@ -174,6 +177,8 @@ def cmd_del(req: Request) -> None:
         record = store.load(att)
         if record is None and not store.keeps_records():
             record = {}  # no state directory at all (lost, or a fresh node): sweep by name
+        elif record is not None and is_foreign(record):
+            record = None  # another boot's or namespace's: it owns nothing in these tables (IPAM is still told)
     except CNIError as err:  # a corrupt record must not make DEL fail: tear down by name instead
         print(f"ptp: {err}; tearing down without it", file=sys.stderr)
         record = {}

@@ -541,3 +541,20 @@ def test_selector_precedence_and_device_id() -> None:
     assert conf.selector() == 'device "eth1"'  # device first, as the reference
     assert conf.hwaddr == "aa:bb:cc:dd:ee:ff" and conf.pciBusID == "0000:00:02.0"  # deviceID wins over pciBusID
     assert config.load({"name": "n", "pciBusID": "0000:00:01.0"}).selector() == 'pciBusID "0000:00:01.0"'
+
+
+def test_del_of_another_boots_record_leaves_the_device_alone(node: Node) -> None:
+    """A record written in another boot describes a device state of that boot: DEL drops it without
+    moving or reconfiguring anything."""
+    c1 = node.container("c1")
+    add(node, hd_conf(node), c1)
+    [path] = records(node)
+    full = os.path.join(node.state_dir, "host-device", path)
+    with open(full) as f:
+        record = json.load(f)
+    record["origin"] = dict(record.get("origin") or {}, bootID="00000000-0000-0000-0000-000000000000")
+    with open(full, "w") as f:
+        json.dump(record, f)
+    err = delete(node, hd_conf(node), c1)
+    assert "another boot's or namespace's; leaving the device alone" in err
+    assert container_links(c1) == ["eth0", "lo"] and records(node) == []

@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 
 from cni import args as cni_args
-from cni import faults, skel
+from cni import faults, log, skel
 from cni.errors import INTERNAL, INVALID_CONFIG, INVALID_ENV, UNKNOWN_CONTAINER, CNIError
 from cni.records import Attachment, RecordStore, is_foreign, state_dir
 
@@ -70,6 +70,8 @@ def cmd_add(req: Request) -> dict[str, Any]:
         try:
             devices.move_in(nl, link, req.netns, req.ifname)
             moved = True
+            log.debug("device moved in", device=device["name"], mac=device["mac"], ifname=req.ifname,
+                      addresses=device["addresses"])
             faults.point("hostdevice.add.after-move")
             if ipam:
                 ipam_result = invoke_ipam_add(req, ipam)
@@ -174,6 +176,7 @@ def _undo_add(req: Request, ipam: str, moved: bool, store: RecordStore, att: Att
             store.delete(att)
     except Exception as exc:  # the original error matters more; the record stays for a later DEL
         print(f"host-device: cleanup after failed ADD incomplete: {exc}", file=sys.stderr)
+        log.warning("cleanup incomplete", msg=f"cleanup after failed ADD incomplete: {exc}")
 
 
 def cmd_del(req: Request) -> None:
@@ -186,19 +189,27 @@ def cmd_del(req: Request) -> None:
         record = store.load(att)
     except CNIError as err:  # DEL must not fail on it; without it the device's original state is unknown
         print(f"host-device: {err}; leaving {req.ifname} where it is", file=sys.stderr)
+        log.warning("unreadable record", msg=f"{err}; leaving {req.ifname} where it is")
         record = None
     if record is not None and is_foreign(record):
         # Written in another boot or node namespace: the device's state then says nothing about it now.
         print(f"host-device: the record of {req.ifname} is another boot's or namespace's; leaving the device alone",
               file=sys.stderr)
+        log.info("nothing to remove", reason="the record is another boot's or namespace's")
         record = None
     device = (record or {}).get("device")
+    if record is None:
+        log.info("nothing to remove", reason="no record of this attachment: no device of ours to give back")
     if isinstance(device, dict) and device.get("name"):
-        if not devices.give_back(req.netns, req.ifname, device):
+        if devices.give_back(req.netns, req.ifname, device):
+            log.debug("device restored", device=device["name"], mac=device.get("mac"), mtu=device.get("mtu"),
+                      addresses=device.get("addresses"))
+        else:
             why = "its namespace is gone, and a virtual device dies with it" \
                 if not (req.netns and netns.is_netns(req.netns)) else "it is neither in the container nor on the node"
             print(f"host-device: device {device['name']} ({device.get('mac')}) not found: {why}; nothing to restore",
                   file=sys.stderr)
+            log.info("nothing to remove", reason=f"device {device['name']} ({device.get('mac')}) not found: {why}")
         faults.point("hostdevice.del.after-move")
     ipam = _ipam_type(req.config)
     if ipam:

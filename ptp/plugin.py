@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 
 from cni import args as cni_args
-from cni import faults, skel
+from cni import faults, log, skel
 from cni.errors import INTERNAL, INVALID_CONFIG, UNKNOWN_CONTAINER, CNIError
 from cni.records import Attachment, RecordStore, is_foreign, state_dir
 
@@ -72,6 +72,7 @@ def cmd_add(req: Request) -> dict[str, Any]:
         with Netlink.open() as nl, Netlink.open(req.netns) as ctr_nl:
             veths.create_veth(ctr_nl, req.ifname, host_veth, conf.mtu, None)
             created_link = True
+            log.debug("links created", hostVeth=host_veth, container_ifname=req.ifname, mtu=conf.mtu)
             faults.point("ptp.add.after-veth")
             # A failing IPAM ADD releases what it reserved itself; only a successful one needs a DEL.
             ipam_result = invoke.delegate(req, ipam, "ADD") or {}
@@ -89,6 +90,8 @@ def cmd_add(req: Request) -> dict[str, Any]:
             veths.set_container_sysctls(req.netns, req.ifname, 6 in families, enabledad=False)
             ctr_link = links.configure_container(ctr_nl, req.ifname, ips, routes)
             host_link = links.configure_host(nl, host_veth, ips)
+            log.debug("addresses set", ifname=req.ifname, addresses=[ip["address"] for ip in ips], routes=routes,
+                      hostVeth=host_veth, gateways=sorted({ip["gateway"] for ip in ips}))
             faults.point("ptp.add.after-addresses")
             if conf.ipMasq:
                 ipmasq.setup(req.network, req.container_id, ips, backend=record["ipMasqBackend"])
@@ -132,6 +135,7 @@ def _undo_add(req: Request, ipam: str, store: RecordStore, att: Attachment, prev
             store.delete(att)
     except Exception as exc:  # the original error matters more; the record stays for a later DEL
         print(f"ptp: cleanup after failed ADD incomplete: {exc}", file=sys.stderr)
+        log.warning("cleanup incomplete", msg=f"cleanup after failed ADD incomplete: {exc}")
 
 
 def _teardown(req: Request, record: dict[str, Any] | None, ipam: str, container_link: bool = True) -> None:
@@ -181,7 +185,11 @@ def cmd_del(req: Request) -> None:
             record = None  # another boot's or namespace's: it owns nothing in these tables (IPAM is still told)
     except CNIError as err:  # a corrupt record must not make DEL fail: tear down by name instead
         print(f"ptp: {err}; tearing down without it", file=sys.stderr)
+        log.warning("unreadable record", msg=f"{err}; tearing down without it")
         record = {}
+    if record is None:
+        log.info("nothing to remove", reason="no record of this attachment: no host veth or rules of ours; "
+                                             "only the container interface and the IPAM reservation are looked for")
     _teardown(req, record, _ipam_type(req.config))
     store.delete(att)
 

@@ -528,3 +528,19 @@ def test_through_the_resident_helper(node: Node) -> None:
     finally:
         helper.kill()
         helper.wait()
+
+
+def test_operator_log(node: Node) -> None:
+    """logFile/logLevel: one line per call, what ADD created at debug, and a DEL that finds nothing says so."""
+    log_file = os.path.join(node.work, "pycni.log")
+    conf = ptp_conf(node, logFile=log_file, logLevel="debug")
+    c1 = node.container("c1")
+    add(node, conf, c1)
+    delete(node, conf, c1)
+    delete(node, conf, c1)
+    with open(log_file) as f:
+        lines = [json.loads(line) for line in f]
+    ptp_lines = [line for line in lines if line.get("plugin") == "ptp"]
+    events = [line.get("event") for line in ptp_lines]
+    assert "links created" in events and "addresses set" in events and "nothing to remove" in events, lines
+    assert [line["command"] for line in ptp_lines if line.get("outcome") == "ok"] == ["ADD", "DEL", "DEL"]

@@ -27,9 +27,10 @@ def chains(att: Attachment, record: dict[str, Any]) -> list[str]:
     if not (record.get("ipMasq") and record.get("ips")):
         return []
     if _backend(record) == "nftables":
-        from bridge import ipmasq_nft  # noqa: PLC0415
+        import ipaddress  # noqa: PLC0415
 
-        return [f"inet cni_plugins_masquerade/{ipmasq_nft.chain_of(att.network, att.container_id).name}"]
+        return [f"inet cni_plugins_masquerade/masq_ipv{ipaddress.ip_interface(ip).version} "
+                f"{ipaddress.ip_interface(ip).ip}" for ip in record["ips"]]
     from bridge import ipmasq_iptables  # noqa: PLC0415
 
     return [f"nat/{ipmasq_iptables.chain_name(att.network, att.container_id)}"]

@@ -5,24 +5,32 @@ table of that name made by another program is never changed)::
 
     map hostip_hostports { type ipv4_addr . inet_proto . inet_service : verdict }   hostIP mappings
     map hostports        { type inet_proto . inet_service : verdict }               all other mappings
-    map hairpins         { type ipv4_addr : verdict }                               container -> its hairpin chain
+    set hairpins_16      { type ipv4_addr . ipv4_addr }  (source network . container), one set per prefix length
     chain prerouting     { type nat hook prerouting priority dstnat; fib daddr type local jump hostports_all }
     chain output         { type nat hook output priority -100;       fib daddr type local jump hostports_all }
     chain hostports_all  { jump hostip_hostports; jump hostports }
     chain hostip_hostports { ip daddr . meta l4proto . th dport vmap @hostip_hostports }
     chain hostports      { meta l4proto . th dport vmap @hostports }
-    chain masquerading   { type nat hook postrouting priority srcnat; ct status dnat ip daddr vmap @hairpins }
+    chain masquerading   { type nat hook postrouting priority srcnat;
+                           ct status dnat ip saddr & 255.255.0.0 . ip daddr @hairpins_16 masquerade
+                           ct status dnat ip saddr . ip daddr @hairpins_32 masquerade }
 
 and per host port and per container::
 
     chain hostport-tcp-8080 { jump dn-<hash of network+ID>; jump dn-<another claimant> }   claim order
     chain dn-<hash>         { tcp dport 8080 dnat ip to 10.88.0.5:80 }                     the container's DNATs
-    chain hairpin-<hash>    { ip saddr 10.88.0.0/16 masquerade; ip saddr 127.0.0.1 masquerade }
+
+and per container the hairpin pairs ``10.88.0.0 . 10.88.0.5`` (in ``hairpins_16``) and ``127.0.0.1 .
+10.88.0.5`` (in ``hairpins_32``): what reaches the container through a host port from its own subnet
+or the node's 127.0.0.1 is masqueraded, so the replies come back the same way
+(:mod:`chains.nft.prefixsets`).
 
 A host port's element leads to its own chain, which jumps to its claimants in the order they came:
 the first claimant keeps the traffic (as with iptables), and when it leaves, the next one's jump is
-first by itself. ADD, CHECK and DEL touch only the container's own chains, the elements of its
-ports and addresses, and the (short) chains of its ports; nothing lists the table. The table goes
+first by itself. ADD, CHECK and DEL touch only the container's own chain, its elements, and the
+(short) chains of its ports; nothing lists the table. The hairpin sets hold no verdicts: the kernel
+validates a table's graph of jumps on every change that adds one, so what can be data is data. The
+table goes with the last container, in the same transaction. The table goes
 in the same transaction as its last container's chains, decided from the kernel's count of objects
 in it.
 """
@@ -30,6 +38,7 @@ from __future__ import annotations
 
 from chains.nft import expr as e
 from chains.nft import wire as w
+from chains.nft.prefixsets import PrefixPairSets
 from chains.nft.tx import Chain, Map, Table, transaction
 from cni.errors import INVALID_CONFIG, CNIError
 from portmap import names
@@ -59,7 +68,8 @@ class Layout:
         addr = ADDRESS_TYPE[family]
         self.hostip_map = Map(t, "hostip_hostports", (addr, w.TYPE_INET_PROTOCOL, w.TYPE_INET_SERVICE))
         self.port_map = Map(t, "hostports", (w.TYPE_INET_PROTOCOL, w.TYPE_INET_SERVICE))
-        self.hairpin_map = Map(t, "hairpins", (addr,))
+        self.hairpins = PrefixPairSets(t, family, "masquerading", "hairpins", masked="saddr", exact="daddr",
+                                       verdict=e.masquerade(), leading=(e.ct_status_dnat(),))
         self.prerouting = Chain(t, "prerouting", (w.HOOK_PREROUTING, w.PRIORITY_DSTNAT, "nat"))
         self.output = Chain(t, "output", (w.HOOK_OUTPUT, w.PRIORITY_DSTNAT, "nat"))
         self.hostports_all = Chain(t, "hostports_all")
@@ -69,17 +79,12 @@ class Layout:
 
     @property
     def maps(self) -> tuple[Map, ...]:
-        return (self.hostip_map, self.port_map, self.hairpin_map)
+        return (self.hostip_map, self.port_map)
 
     @property
     def chains(self) -> tuple[Chain, ...]:
         return (self.hostports_all, self.hostip_hostports, self.hostports, self.prerouting, self.output,
                 self.masquerading)
-
-    @property
-    def fixed_objects(self) -> int:
-        """What the kernel counts in the table's ``use`` when no container is in it."""
-        return len(self.maps) + len(self.chains)
 
     def fixed_rules(self) -> list[e.NftRule]:
         daddr = e.address_field(self.family, "daddr")
@@ -90,7 +95,6 @@ class Layout:
             e.NftRule("hostports", [e.lookup((e.L4PROTO, e.TH_DPORT), "hostports", True)]),
             e.NftRule("prerouting", [e.fib_daddr_local(), e.jump("hostports_all")]),
             e.NftRule("output", [e.fib_daddr_local(), e.jump("hostports_all")]),
-            e.NftRule("masquerading", [e.ct_status_dnat(), e.lookup((daddr,), "hairpins", True)]),
         ]
 
     def create(self, tx: Tx) -> None:
@@ -111,10 +115,6 @@ def _hash(network: str, container_id: str) -> str:
 
 def dnat_chain_name(network: str, container_id: str) -> str:
     return "dn-" + _hash(network, container_id)
-
-
-def hairpin_chain_name(network: str, container_id: str) -> str:
-    return "hairpin-" + _hash(network, container_id)
 
 
 class PortKey:
@@ -189,13 +189,15 @@ def dnat_rules(conf: PortMapConf, family: int, address: Address, chain: str) -> 
     return rules
 
 
-def hairpin_rules(conf: PortMapConf, family: int, address: Address, chain: str) -> list[e.NftRule]:
+def hairpins(conf: PortMapConf, family: int, address: Address) -> list[tuple[str, str]]:
     """Masquerade what reaches the container through a host port from its own subnet (itself, a
     neighbour on the bridge) or from the node's 127.0.0.1, so replies come back the same way."""
+    if not conf.snat:
+        return []
     if conf.masqAll:
-        return [e.NftRule(chain, [e.masquerade()])]
+        return [(ANY[family], str(address.ip))]
     sources = [str(address.network)] + ([LOCALHOST[family]] if family in LOCALHOST else [])
-    return [e.NftRule(chain, [e.address(family, "saddr", source), e.masquerade()]) for source in sources]
+    return [(source, str(address.ip)) for source in sources]
 
 
 def conditions_of(conf: PortMapConf, family: int) -> list[e.Stmt]:
@@ -211,7 +213,6 @@ class Container:
         self.layout = Layout(family)
         self.family = family
         self.dnat = Chain(self.layout.table, dnat_chain_name(network, container_id))
-        self.hairpin = Chain(self.layout.table, hairpin_chain_name(network, container_id))
         self.comment = f"dnat name: {network} id: {container_id}"  # names and IDs never hold quotes
 
     def jump(self) -> e.NftRule:
@@ -236,7 +237,7 @@ def validate(conf: PortMapConf, network: str, container_id: str, addresses: dict
 def record_fields(conf: PortMapConf, addresses: dict[int, Address]) -> dict[str, Any]:
     """What DEL needs to find the container's objects again: its port keys and hairpin addresses."""
     return {"keys": {str(f): [str(k) for k in port_keys(conf, f)] for f in addresses},
-            "hairpins": {str(f): str(a.ip) for f, a in addresses.items() if conf.snat}}
+            "hairpins": {str(f): [" ".join(pair) for pair in hairpins(conf, f, a)] for f, a in addresses.items()}}
 
 
 def forward(conf: PortMapConf, network: str, container_id: str, family: int, address: Address,
@@ -265,13 +266,13 @@ def forward(conf: PortMapConf, network: str, container_id: str, family: int, add
             tx.add_rule(layout.table, rule)
         for key in keys:
             _claim_port(tx, ctr, key, fresh)
-        old_hairpin = _recorded_hairpin(previous, family)
-        if old_hairpin and (old_hairpin != str(address.ip) or not conf.snat):
-            _release_hairpin(tx, ctr, old_hairpin, fresh)
-        if conf.snat:
-            _install_hairpin(tx, ctr, conf, address, fresh)
-        elif not fresh and tx.has_chain(ctr.hairpin):
-            tx.delete_chain(ctr.hairpin)
+        wanted = hairpins(conf, family, address)
+        if not fresh:
+            for pair in _recorded_hairpins(previous, family):
+                if pair not in wanted:
+                    layout.hairpins.remove(tx, *pair)
+        for pair in wanted:
+            layout.hairpins.add(tx, *pair, fresh=fresh)
         return tx.log
 
     return transaction(stage)
@@ -308,39 +309,17 @@ def _release_port(tx: Tx, ctr: Container, key: PortKey, fresh: bool = False) -> 
     return len(ours)
 
 
-def _install_hairpin(tx: Tx, ctr: Container, conf: PortMapConf, address: Address, fresh: bool) -> None:
-    if not fresh and tx.has_chain(ctr.hairpin):
-        tx.flush_chain(ctr.hairpin)
-    else:
-        tx.add_chain(ctr.hairpin)
-    for rule in hairpin_rules(conf, ctr.family, address, ctr.hairpin.name):
-        tx.add_rule(ctr.layout.table, rule)
-    key, shown = e.address_bytes(str(address.ip)), str(address.ip)
-    current = None if fresh else tx.element(ctr.layout.hairpin_map, key)
-    if current == (w.NFT_GOTO, ctr.hairpin.name):
-        return
-    if current is not None:  # the address was another (gone) container's: the live one takes it
-        tx.delete_element(ctr.layout.hairpin_map, key, shown)
-    tx.add_element(ctr.layout.hairpin_map, key, shown, (w.NFT_GOTO, ctr.hairpin.name))
-
-
-def _release_hairpin(tx: Tx, ctr: Container, ip: str, fresh: bool = False) -> int:
-    """Remove the address's hairpin element if it is the container's; 1 if it was."""
-    if fresh:
-        return 0
-    key = e.address_bytes(ip)
-    if tx.element(ctr.layout.hairpin_map, key) != (w.NFT_GOTO, ctr.hairpin.name):
-        return 0
-    tx.delete_element(ctr.layout.hairpin_map, key, ip)
-    return 1
-
-
 def _recorded_keys(record: dict[str, Any] | None, family: int) -> list[PortKey]:
     return [PortKey.parse(text) for text in ((record or {}).get("keys") or {}).get(str(family), [])]
 
 
-def _recorded_hairpin(record: dict[str, Any] | None, family: int) -> str | None:
-    return ((record or {}).get("hairpins") or {}).get(str(family))
+def _recorded_hairpins(record: dict[str, Any] | None, family: int) -> list[tuple[str, str]]:
+    found = []
+    for text in ((record or {}).get("hairpins") or {}).get(str(family)) or []:
+        source, _, ip = str(text).partition(" ")
+        if ip:
+            found.append((source, ip))
+    return found
 
 
 def unforward(network: str, container_id: str, family: int, record: dict[str, Any] | None = None,
@@ -354,7 +333,7 @@ def unforward(network: str, container_id: str, family: int, record: dict[str, An
     keys = _recorded_keys(record, family)
     if not keys and mappings:
         keys = _keys_of_runtime_mappings(mappings, family)
-    hairpin_ip = _recorded_hairpin(record, family)
+    recorded_hairpins = _recorded_hairpins(record, family)
 
     def stage(tx: Tx) -> list[str]:
         layout = ctr.layout
@@ -363,17 +342,16 @@ def unforward(network: str, container_id: str, family: int, record: dict[str, An
             return []  # no table of ours: nothing of ours to remove
         released = sum(_release_port(tx, ctr, key) for key in keys)
         dnat_references = tx.references(ctr.dnat)
+        pairs = recorded_hairpins
+        if dnat_references is not None and not pairs:  # no record: the chain names the address
+            pairs = _addresses_of(tx, ctr)
         if dnat_references is not None:
             if dnat_references > released:
                 _sweep_references(tx, ctr)
             tx.delete_chain(ctr.dnat)
-        hairpin_released = _release_hairpin(tx, ctr, hairpin_ip) if hairpin_ip else 0
-        hairpin_references = tx.references(ctr.hairpin)
-        if hairpin_references is not None:
-            if hairpin_references > hairpin_released:
-                _sweep_hairpin(tx, ctr)
-            tx.delete_chain(ctr.hairpin)
-        if info.use - tx.chains_deleted <= layout.fixed_objects:
+        for pair in pairs:
+            layout.hairpins.remove(tx, *pair)
+        if not any(tx.holds_more_than(map_, tx.elements_deleted.get(map_.name, 0)) for map_ in layout.maps):
             tx.delete_table(layout.table)  # the last container of the node: the table goes with it
         return tx.log
 
@@ -424,10 +402,22 @@ def _elements_to(tx: Tx, ctr: Container, chain_name: str) -> list[tuple[Map, byt
     return found
 
 
-def _sweep_hairpin(tx: Tx, ctr: Container) -> None:
-    for key, target in tx.map_elements(ctr.layout.hairpin_map):
-        if target == (w.NFT_GOTO, ctr.hairpin.name):
-            tx.delete_element(ctr.layout.hairpin_map, key, ctr.hairpin.name)
+def _addresses_of(tx: Tx, ctr: Container) -> list[tuple[str, str]]:
+    """Without a record: the hairpin pairs of the address the container's chain DNATs to, for every
+    source the plugin may have used (a subnet of any prefix length that is in use, 127.0.0.1, any)."""
+    import ipaddress  # noqa: PLC0415
+
+    addresses = {ipaddress.ip_address(value) for rule in tx.rules(ctr.dnat)
+                 if (value := rule.immediate_value()) is not None}
+    bits = 32 if ctr.family == 4 else 128
+    pairs = []
+    for ip in addresses:
+        for length in range(bits + 1):
+            if tx.has_map(ctr.layout.hairpins.set_for(length)):
+                source = ipaddress.ip_network(f"{ip}/{length}", strict=False)
+                pairs.append((str(source), str(ip)))
+        pairs += [(LOCALHOST[ctr.family], str(ip))] if ctr.family in LOCALHOST else []
+    return pairs
 
 
 def check(conf: PortMapConf, network: str, container_id: str, family: int, address: Address) -> list[str]:
@@ -451,9 +441,9 @@ def check(conf: PortMapConf, network: str, container_id: str, family: int, addre
             if not any(rule.verdict_chain() == ctr.dnat.name for rule in tx.rules(chain)):
                 problems.append(f"rule [jump {ctr.dnat.name}] missing from chain {chain.name}")
         if conf.snat:
-            problems += _chain_problems(tx, ctr.hairpin, hairpin_rules(conf, family, address, ctr.hairpin.name))
-            if tx.element(layout.hairpin_map, e.address_bytes(str(address.ip))) != (w.NFT_GOTO, ctr.hairpin.name):
-                problems.append(f"element {{ {address.ip} : goto {ctr.hairpin.name} }} missing from map hairpins")
+            problems += [f"hairpin pair {{ {source} . {ip} }} missing from the hairpins sets"
+                         for source, ip in hairpins(conf, family, address)
+                         if not layout.hairpins.present(tx, source, ip)]
         return problems
 
     return transaction(inspect, read_only=True)

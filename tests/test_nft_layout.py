@@ -27,9 +27,14 @@ table ip cni_hostport {
 			     udp . 5353 : goto hostport-udp-5353 }
 	}
 
-	map hairpins {
-		type ipv4_addr : verdict
-		elements = { 10.88.0.6 : goto hairpin-e30d516c8208bc6dd27ee }
+	set hairpins_16 {
+		type ipv4_addr . ipv4_addr
+		elements = { 10.88.0.0 . 10.88.0.6 }
+	}
+
+	set hairpins_32 {
+		type ipv4_addr . ipv4_addr
+		elements = { 127.0.0.1 . 10.88.0.6 }
 	}
 
 	chain hostports_all {
@@ -57,7 +62,8 @@ table ip cni_hostport {
 
 	chain masquerading {
 		type nat hook postrouting priority srcnat; policy accept;
-		ct status dnat ip daddr vmap @hairpins
+		ct status dnat ip saddr & 255.255.0.0 . ip daddr @hairpins_16 masquerade
+		ct status dnat ip saddr . ip daddr @hairpins_32 masquerade
 	}
 
 	chain dn-e30d516c8208bc6dd27ee {
@@ -82,11 +88,6 @@ table ip cni_hostport {
 	chain hostport-tcp-9191 {
 		jump dn-e30d516c8208bc6dd27ee comment "dnat name: refnet id: ctr1"
 	}
-
-	chain hairpin-e30d516c8208bc6dd27ee {
-		ip saddr 10.88.0.0/16 masquerade
-		ip saddr 127.0.0.1 masquerade
-	}
 }
 """
 PORTMAP_V6 = """\
@@ -103,9 +104,9 @@ table ip6 cni_hostport {
 			     udp . 5353 : goto hostport-udp-5353 }
 	}
 
-	map hairpins {
-		type ipv6_addr : verdict
-		elements = { fd00:88::2 : goto hairpin-e30d516c8208bc6dd27ee }
+	set hairpins_64 {
+		type ipv6_addr . ipv6_addr
+		elements = { fd00:88:: . fd00:88::2 }
 	}
 
 	chain hostports_all {
@@ -133,7 +134,7 @@ table ip6 cni_hostport {
 
 	chain masquerading {
 		type nat hook postrouting priority srcnat; policy accept;
-		ct status dnat ip6 daddr vmap @hairpins
+		ct status dnat ip6 saddr & ffff:ffff:ffff:ffff:: . ip6 daddr @hairpins_64 masquerade
 	}
 
 	chain dn-e30d516c8208bc6dd27ee {
@@ -153,41 +154,47 @@ table ip6 cni_hostport {
 	chain hostport-2001-db8-51--1-tcp-9090 {
 		jump dn-e30d516c8208bc6dd27ee comment "dnat name: refnet id: ctr1"
 	}
-
-	chain hairpin-e30d516c8208bc6dd27ee {
-		ip6 saddr fd00:88::/64 masquerade
-	}
 }
 """
 MASQUERADE = """\
 table inet cni_plugins_masquerade {
 	comment "pycni ipMasq"
-	map masq_ipv4 {
-		type ipv4_addr : verdict
-		elements = { 10.88.0.6 : goto masq-e30d516c8208bc6dd27ee420 }
+	set masq_ipv4 {
+		type ipv4_addr
+		elements = { 10.88.0.6 }
 	}
 
-	map masq_ipv6 {
-		type ipv6_addr : verdict
-		elements = { fd00:88::2 : goto masq-e30d516c8208bc6dd27ee420 }
+	set masq_ipv6 {
+		type ipv6_addr
+		elements = { fd00:88::2 }
+	}
+
+	set local_ipv4_16 {
+		type ipv4_addr . ipv4_addr
+		elements = { 10.88.0.6 . 10.88.0.0 }
+	}
+
+	set local_ipv6_64 {
+		type ipv6_addr . ipv6_addr
+		elements = { fd00:88::2 . fd00:88:: }
+	}
+
+	chain local_checks {
+		ip saddr . ip daddr & 255.255.0.0 @local_ipv4_16 accept
+		ip6 saddr . ip6 daddr & ffff:ffff:ffff:ffff:: @local_ipv6_64 accept
 	}
 
 	chain masq_checks {
-		ip saddr vmap @masq_ipv4
-		ip6 saddr vmap @masq_ipv6
+		ip saddr @masq_ipv4 masquerade
+		ip6 saddr @masq_ipv6 masquerade
 	}
 
 	chain postrouting {
 		type nat hook postrouting priority srcnat; policy accept;
 		ip daddr 224.0.0.0/4 return
 		ip6 daddr ff00::/8 return
+		jump local_checks
 		goto masq_checks
-	}
-
-	chain masq-e30d516c8208bc6dd27ee420 {
-		ip daddr 10.88.0.0/16 return
-		ip6 daddr fd00:88::/64 return
-		masquerade
 	}
 }
 """

@@ -278,24 +278,37 @@ def ct_status_dnat() -> Stmt:
     return Stmt("ct status dnat", _ct_bits(CT_STATUS, IPS_DST_NAT))
 
 
-def lookup(fields: tuple[Field, ...], set_name: str, verdict_map: bool = False, negate: bool = False) -> Stmt:
-    """``<fields> @set`` or ``<fields> vmap @map``: the fields loaded into consecutive registers."""
+def lookup(fields: tuple[Field, ...], set_name: str, verdict_map: bool = False, negate: bool = False,
+           masks: dict[int, bytes] | None = None) -> Stmt:
+    """``<fields> @set`` or ``<fields> vmap @map``: the fields loaded into consecutive registers, field
+    ``i`` masked with ``masks[i]`` when given (``ip saddr & 255.255.0.0 . ip daddr @set``)."""
+    masks = masks or {}
     exprs: list[bytes] = []
     for field in fields:
-        if field.dependency is not None:
-            exprs.extend(field.dependency.exprs)
+        if field.dependency is not None and not set(field.dependency.exprs) <= set(exprs):
+            exprs.extend(field.dependency.exprs)  # once: an inet table's ``meta nfproto`` for both addresses
     if len(fields) == 1:
         reg = REG_1
         exprs.append(fields[0].load(REG_1))
+        if 0 in masks:
+            exprs.append(_bitwise(REG_1, masks[0], bytes(len(masks[0]))))
     else:
         reg = next_reg = REG32_00
-        for field in fields:
+        for index, field in enumerate(fields):
             exprs.append(field.load(next_reg))
+            if index in masks:
+                exprs.append(_bitwise(next_reg, masks[index], bytes(len(masks[index]))))
             next_reg += (field.size + 3) // 4
     exprs.append(_lookup(set_name, reg, REG_VERDICT if verdict_map else None, negate))
-    key = " . ".join(field.text for field in fields)
+    key = " . ".join(field.text + (f" & {_mask_text(masks[i])}" if i in masks else "") for i, field in enumerate(fields))
     op = "vmap " if verdict_map else ("!= " if negate else "")
     return Stmt(f"{key} {op}@{set_name}", tuple(exprs))
+
+
+def _mask_text(mask: bytes) -> str:
+    import ipaddress  # noqa: PLC0415
+
+    return str(ipaddress.ip_address(mask))
 
 
 def jump(chain: str) -> Stmt:

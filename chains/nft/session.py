@@ -1,8 +1,10 @@
 """One NETLINK_NETFILTER socket talking nf_tables: single gets, filtered dumps, atomic batches.
 
 A batch (``NFNL_MSG_BATCH_BEGIN`` ... ``NFNL_MSG_BATCH_END``) is one nftables transaction: the
-kernel applies all of its messages or none. Every message asks for an ACK; the kernel handles the
-whole batch inside ``send``, so by then all its answers are queued and are read without waiting.
+kernel applies all of its messages or none. Only the last message asks for an ACK (errors are
+reported for any message; acknowledging each one would overflow the socket on a big batch); the
+kernel handles the whole batch inside ``send``, so by then every answer is queued and is read
+without waiting.
 The socket belongs to the network namespace of the thread that opened it.
 """
 from __future__ import annotations
@@ -102,6 +104,24 @@ class Session:
                 return replies
         raise NftError(errnos.EINTR, f"{what}: dump interrupted by concurrent changes")
 
+    def first_dump_reply(self, command: int, family: int, attrs: bytes, what: str) -> list[dict[int, bytes]]:
+        """The messages of the first datagram of a dump; the rest is left unread (close this session
+        afterwards)."""
+        seq = self._next_seq()
+        self._sock.send(nl.message(w.msg_type(command), nl.NLM_F_REQUEST | nl.NLM_F_DUMP, seq,
+                                   w.nfgenmsg(family) + attrs))
+        replies = []
+        for kind, _flags, reply_seq, body in nl.iter_messages(self._receive()):
+            if reply_seq != seq or kind == nl.NLMSG_NOOP:
+                continue
+            if kind in (nl.NLMSG_ERROR, nl.NLMSG_DONE):
+                code = nl.error_code(body) if len(body) >= 4 else 0
+                if code and code != errnos.ENOENT:
+                    raise _error(code, what, "")
+                break
+            replies.append(nl.parse_attrs(body, 4))
+        return replies
+
     # ------------------------------------------------------------------ batches
 
     def commit(self, messages: list[tuple[int, int, int, bytes, str]]) -> None:
@@ -112,30 +132,34 @@ class Session:
         parts = [nl.message(w.NFNL_MSG_BATCH_BEGIN, nl.NLM_F_REQUEST, first,
                             w.nfgenmsg(0, w.NFNL_SUBSYS_NFTABLES))]
         described: dict[int, str] = {}
-        for command, family, flags, attrs, what in messages:
+        for index, (command, family, flags, attrs, what) in enumerate(messages):
             seq = self._next_seq()
             described[seq] = what
-            parts.append(nl.message(w.msg_type(command), nl.NLM_F_REQUEST | nl.NLM_F_ACK | flags, seq,
+            ack = nl.NLM_F_ACK if index == len(messages) - 1 else 0
+            parts.append(nl.message(w.msg_type(command), nl.NLM_F_REQUEST | ack | flags, seq,
                                     w.nfgenmsg(family) + attrs))
         parts.append(nl.message(w.NFNL_MSG_BATCH_END, nl.NLM_F_REQUEST, self._next_seq(),
                                 w.nfgenmsg(0, w.NFNL_SUBSYS_NFTABLES)))
         self._sock.send(b"".join(parts))
-        pending = set(described)
+        last = max(described)
         failure: NftError | None = None
         receive_flags = 0
-        while pending:
+        while True:
             try:
                 data = self._receive(receive_flags)
             except BlockingIOError:
                 break
             receive_flags = _socket.MSG_DONTWAIT  # the kernel answered the whole batch inside send()
+            done = False
             for kind, reply_flags, seq, body in nl.iter_messages(data):
-                if kind != nl.NLMSG_ERROR or seq not in pending:
+                if kind != nl.NLMSG_ERROR or seq not in described:
                     continue
-                pending.discard(seq)
                 code = nl.error_code(body)
                 if code and failure is None:
                     failure = _error(code, described[seq], nl.error_ext_message(body, reply_flags))
+                done |= seq == last
+            if done:
+                break
         if failure is not None:
             raise failure
 

@@ -57,12 +57,15 @@ class Chain:
 
 
 class Map:
-    """A set (``verdicts=False``) or verdict map of ``table`` keyed by the concatenation ``key_types``."""
+    """A set (``verdicts=False``) or verdict map of ``table`` keyed by the concatenation ``key_types``;
+    with ``intervals`` a set whose fields are ranges (elements from ``key`` to ``key_end``)."""
 
-    __slots__ = ("table", "name", "key_types", "verdicts")
+    __slots__ = ("table", "name", "key_types", "verdicts", "intervals")
 
-    def __init__(self, table: Table, name: str, key_types: tuple[int, ...], verdicts: bool = True) -> None:
+    def __init__(self, table: Table, name: str, key_types: tuple[int, ...], verdicts: bool = True,
+                 intervals: bool = False) -> None:
         self.table, self.name, self.key_types, self.verdicts = table, name, key_types, verdicts
+        self.intervals = intervals
 
     @property
     def key_len(self) -> int:
@@ -88,6 +91,22 @@ class KernelRule:
     def is_(self, rule: NftRule) -> bool:
         return rule.matches(self.exprs) and self.comment == rule.comment
 
+    def lookup_set(self) -> str | None:
+        """The set a rule looks up, or None."""
+        for name, attrs in self.exprs:
+            raw = attrs.get(1)
+            if name == "lookup" and isinstance(raw, bytes):
+                return raw.split(b"\0", 1)[0].decode()
+        return None
+
+    def immediate_value(self) -> bytes | None:
+        """The first value a rule loads (a DNAT rule's address), or None."""
+        for name, attrs in self.exprs:
+            data = attrs.get(2)
+            if name == "immediate" and isinstance(data, tuple) and data[0] == "value":
+                return data[1] if isinstance(data[1], bytes) else None
+        return None
+
     def verdict_chain(self) -> str | None:
         """The chain a jump/goto rule leads to (its last expression), or None."""
         if not self.exprs:
@@ -108,6 +127,7 @@ class Tx:
         self.log: list[str] = []  # what was staged, in nft syntax (debug logs, tests)
         self._set_ids = 0
         self.chains_deleted = 0
+        self.elements_deleted: dict[str, int] = {}  # per set, staged in this transaction
         self._deleted: set[tuple[object, ...]] = set()  # chains and rules staged for deletion
 
     # ------------------------------------------------------------------ lookups
@@ -180,9 +200,35 @@ class Tx:
                 out.append((key, _element_target(parsed)))
         return out
 
-    def element(self, map_: Map, key: bytes) -> tuple[int, str | None] | bool | None:
+    def holds_more_than(self, map_: Map, count: int) -> bool:
+        """Whether a set holds more than ``count`` elements, judged from the first answer of a dump of
+        it on a socket of its own that is then closed: a set of any size costs one small read."""
+        probe = Session()
+        _kept_open.append(probe)  # closed with the process: see _session
+        replies = probe.first_dump_reply(w.GETSETELEM, map_.table.family, _element_list(map_, []),
+                                         f"list {map_.name} of {map_.table}")
+        seen = sum(1 for found in replies for _ in iter_attrs(found.get(w.SET_ELEM_LIST_ELEMENTS, b"")))
+        return seen > count
+
+    def ranges(self, set_: Map) -> list[tuple[bytes, bytes | None]]:
+        """Every element of an interval set as (key, key_end): only for recovery without records."""
+        replies = self._session.dump(w.GETSETELEM, set_.table.family, _element_list(set_, []),
+                                     f"list set {set_.name} of {set_.table}")
+        out = []
+        for found in replies:
+            for _type, elem in iter_attrs(found.get(w.SET_ELEM_LIST_ELEMENTS, b"")):
+                parsed = parse_attrs(elem)
+                key = parse_attrs(parsed.get(w.SET_ELEM_KEY, b"")).get(w.DATA_VALUE, b"")
+                end = parsed.get(w.SET_ELEM_KEY_END)
+                out.append((key, parse_attrs(end).get(w.DATA_VALUE) if end else None))
+        return out
+
+    def element(self, map_: Map, key: bytes, key_end: bytes | None = None) -> tuple[int, str | None] | bool | None:
         """The verdict (code, chain) of a map element, True for a set member, None if absent."""
-        found = self._session.get(w.GETSETELEM, map_.table.family, _element_list(map_, [nested(w.LIST_ELEM, w.data_value(w.SET_ELEM_KEY, key))]),
+        elem = w.data_value(w.SET_ELEM_KEY, key)
+        if key_end is not None:
+            elem += w.data_value(w.SET_ELEM_KEY_END, key_end)
+        found = self._session.get(w.GETSETELEM, map_.table.family, _element_list(map_, [nested(w.LIST_ELEM, elem)]),
                                   f"get element of {map_.name} in {map_.table}")
         if found is None:
             return None
@@ -233,10 +279,15 @@ class Tx:
         # A concatenated key needs no NFT_SET_CONCAT here: that flag is for interval sets of
         # concatenations; a hash set treats the padded fields as one opaque key.
         flags = w.SET_F_MAP if map_.verdicts else 0
+        if map_.intervals:
+            flags |= w.SET_F_INTERVAL | w.SET_F_CONCAT
         self._set_ids += 1
         attrs = (w.string(w.SET_TABLE, map_.table.name) + w.string(w.SET_NAME, map_.name) + w.be32(w.SET_FLAGS, flags)
                  + w.be32(w.SET_KEY_TYPE, w.concat_type(map_.key_types)) + w.be32(w.SET_KEY_LEN, map_.key_len)
                  + w.be32(w.SET_ID, self._set_ids))  # unique in the batch
+        if map_.intervals:  # the field lengths of the concatenation, for the kernel's range matcher
+            fields = [nested(w.LIST_ELEM, w.be32(w.SET_FIELD_LEN, w.TYPE_SIZES[kind])) for kind in map_.key_types]
+            attrs += nested(w.SET_DESC, nested(w.SET_DESC_CONCAT, *fields))
         if map_.verdicts:
             attrs += w.be32(w.SET_DATA_TYPE, 0xFFFFFF00) + w.be32(w.SET_DATA_LEN, 0)  # NFT_DATA_VERDICT
         self._stage(w.NEWSET, map_.table.family, NLM_F_CREATE, attrs,
@@ -261,9 +312,13 @@ class Tx:
                     f"delete rule {w.FAMILY_NAMES[chain.table.family]} {chain.table.name} {chain.name} "
                     f"handle {handle}")
 
-    def add_element(self, map_: Map, key: bytes, shown: str, target: tuple[int, str | None] | None = None) -> None:
-        """Add ``key`` (shown as ``shown``); for a verdict map, mapped to ``target`` (code, chain)."""
+    def add_element(self, map_: Map, key: bytes, shown: str, target: tuple[int, str | None] | None = None,
+                    key_end: bytes | None = None) -> None:
+        """Add ``key`` (shown as ``shown``); for a verdict map, mapped to ``target`` (code, chain); in an
+        interval set, the range from ``key`` to ``key_end``."""
         elem = w.data_value(w.SET_ELEM_KEY, key)
+        if key_end is not None:
+            elem += w.data_value(w.SET_ELEM_KEY_END, key_end)
         text = shown
         if target is not None:
             elem += w.data_verdict(w.SET_ELEM_DATA, *target)
@@ -271,9 +326,21 @@ class Tx:
         self._stage(w.NEWSETELEM, map_.table.family, NLM_F_CREATE, _element_list(map_, [nested(w.LIST_ELEM, elem)]),
                     f"add element {w.FAMILY_NAMES[map_.table.family]} {map_.table.name} {map_.name} {{ {text} }}")
 
-    def delete_element(self, map_: Map, key: bytes, shown: str) -> None:
-        self._stage(w.DELSETELEM, map_.table.family, 0,
-                    _element_list(map_, [nested(w.LIST_ELEM, w.data_value(w.SET_ELEM_KEY, key))]),
+    def has_map(self, map_: Map) -> bool:
+        return self._session.get(w.GETSET, map_.table.family, w.string(w.SET_TABLE, map_.table.name)
+                                 + w.string(w.SET_NAME, map_.name), f"get set {map_.name} of {map_.table}") is not None
+
+    def delete_map(self, map_: Map) -> None:
+        self._stage(w.DELSET, map_.table.family, 0,
+                    w.string(w.SET_TABLE, map_.table.name) + w.string(w.SET_NAME, map_.name),
+                    f"delete set {w.FAMILY_NAMES[map_.table.family]} {map_.table.name} {map_.name}")
+
+    def delete_element(self, map_: Map, key: bytes, shown: str, key_end: bytes | None = None) -> None:
+        self.elements_deleted[map_.name] = self.elements_deleted.get(map_.name, 0) + 1
+        elem = w.data_value(w.SET_ELEM_KEY, key)
+        if key_end is not None:
+            elem += w.data_value(w.SET_ELEM_KEY_END, key_end)
+        self._stage(w.DELSETELEM, map_.table.family, 0, _element_list(map_, [nested(w.LIST_ELEM, elem)]),
                     f"delete element {w.FAMILY_NAMES[map_.table.family]} {map_.table.name} {map_.name} {{ {shown} }}")
 
 
@@ -300,6 +367,31 @@ def _element_target(elem: dict[int, bytes]) -> tuple[int, str | None] | bool:
     return w.get_be32s(verdict[w.VERDICT_CODE]), chain.split(b"\0", 1)[0].decode() if chain else None
 
 
+# Sockets stay open until the process ends, on purpose: the first close of a netfilter socket after
+# a commit that deleted something waits for the kernel's deferred destruction (an RCU grace period,
+# ~10 ms on the VM). Left to the process's exit, that wait falls after the answer: in a helper worker
+# it is off the caller's path entirely, and one exec pays it at most once instead of per transaction.
+_sessions: dict[tuple[int, int], Session] = {}
+_kept_open: list[Session] = []
+
+
+def _session() -> Session:
+    """This process's socket in the current thread's network namespace."""
+    st = os.stat("/proc/thread-self/ns/net")
+    key = (st.st_dev, st.st_ino)
+    session = _sessions.get(key)
+    if session is None:
+        session = _sessions[key] = Session()
+    return session
+
+
+def _discard(session: Session) -> None:
+    for key, known in list(_sessions.items()):
+        if known is session:
+            del _sessions[key]
+    _kept_open.append(session)
+
+
 def transaction(fn: Callable[[Tx], T], *, read_only: bool = False) -> T:
     """Run ``fn(tx)`` under our lock and commit what it staged as one batch.
 
@@ -312,7 +404,7 @@ def transaction(fn: Callable[[Tx], T], *, read_only: bool = False) -> T:
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     last: NftError | None = None
     for _attempt in range(ATTEMPTS):
-        session = Session()
+        session = _session()
         try:
             with xtables_lock(path=path):
                 tx = Tx(session)
@@ -325,11 +417,10 @@ def transaction(fn: Callable[[Tx], T], *, read_only: bool = False) -> T:
                     faults.point("chains.commit.after")
                 return result
         except NftError as err:
+            _discard(session)  # a fresh socket for the next attempt: nothing left over to read
             if err.errno not in _RETRY_ERRNOS:
                 raise ChainsError(f"nftables: {err.strerror}") from None
             last = err
-        finally:
-            session.close()
     raise TryAgain(f"nftables kept refusing the change: {last.strerror if last else 'unknown error'}")
 
 

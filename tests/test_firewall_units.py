@@ -101,7 +101,7 @@ def test_defaults_follow_the_reference() -> None:
     ("iptablesAdminChainName", 7, "iptablesAdminChainName: Input should be a valid string (got 7)"),
     ("ingressPolicy", "strict", "ingressPolicy: unknown ingress policy, expected one of open, same-bridge, "
                                 "isolated (got 'strict')"),
-    ("backend", "firewalld", "backend: only the iptables backend is implemented (got 'firewalld')"),
+    ("backend", "firewalld", "backend: unrecognized backend 'firewalld': expected one of iptables, nftables (got 'firewalld')"),
 ])
 def test_bad_values_name_field_and_value(key: str, value: object, message: str) -> None:
     with pytest.raises(CNIError) as err:

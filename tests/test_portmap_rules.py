@@ -31,7 +31,7 @@ def chain_text(c: config.PortMapConf, family: int, address: str, cid: str = "ctr
 
 def test_chain_names_match_the_reference() -> None:
     assert names.dnat_chain("refnet", "ctr1") == "CNI-DN-e30d516c8208bc6dd27ee"
-    from bridge.ipmasq import chain_name
+    from bridge.ipmasq_iptables import chain_name
     assert chain_name("refnet", "ctr1") == "CNI-e30d516c8208bc6dd27ee420"
 
 
@@ -126,7 +126,7 @@ def test_long_container_id_comment_fits_the_kernel_limit() -> None:
     ({"runtimeConfig": {"portMappings": [{"hostPort": "80", "containerPort": 80}]}}, "hostPort"),
     ({"externalSetMarkChain": "-j ACCEPT"}, "externalSetMarkChain"),
     ({"conditionsV4": "-s 10.0.0.0/8"}, "conditionsV4"),
-    ({"backend": "nftables"}, "backend"),
+    ({"backend": "ebtables"}, "backend"),
 ])
 def test_bad_config_names_the_field(bad: dict[str, Any], message: str) -> None:
     with pytest.raises(CNIError) as err:

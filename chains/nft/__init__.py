@@ -14,6 +14,13 @@ addresses exactly the objects it needs by name or key:
   one atomic batch per commit.
 * :mod:`chains.nft.tx` - ``transaction()``: our lock, lookups by name/key, staged changes and
   one commit, the nftables twin of :func:`chains.table.apply`.
+* :mod:`chains.nft.prefixsets` - subnet matches on per-container pairs with hash sets (one per
+  prefix length) instead of interval sets.
+
+Two kernel costs shape the layouts built on this: every change that adds a jump or goto makes the
+kernel re-validate the table's whole graph of jumps (so per-container data lives in sets, not in
+chains reached through verdict maps, wherever it can), and the first close of a netfilter socket
+after a deleting commit waits for an RCU grace period (so sockets are closed with the process).
 
 Importing this package imports nothing else.
 """

@@ -21,6 +21,7 @@ DUMP_ATTEMPTS = 10
 SOL_NETLINK = 270
 NETLINK_CAP_ACK = 10
 NETLINK_EXT_ACK = 11
+SO_SNDBUFFORCE = 32  # socket(7); not in Python's socket module
 
 
 class NftError(OSError):
@@ -140,7 +141,9 @@ class Session:
                                     w.nfgenmsg(family) + attrs))
         parts.append(nl.message(w.NFNL_MSG_BATCH_END, nl.NLM_F_REQUEST, self._next_seq(),
                                 w.nfgenmsg(0, w.NFNL_SUBSYS_NFTABLES)))
-        self._sock.send(b"".join(parts))
+        batch = b"".join(parts)
+        _fit_send_buffer(self._sock, len(batch))
+        self._sock.send(batch)
         last = max(described)
         failure: NftError | None = None
         receive_flags = 0
@@ -162,6 +165,20 @@ class Session:
                 break
         if failure is not None:
             raise failure
+
+
+def _fit_send_buffer(sock: _socket.socket, size: int) -> None:
+    """Let the socket take a batch of ``size`` bytes in one message, as nft does: the kernel runs a batch
+    from one message, and refuses one longer than the send buffer (EMSGSIZE; the default buffer holds
+    about a thousand container chains' worth). The kernel doubles what it is given."""
+    if size + 64 <= sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_SNDBUF):
+        return
+    for option in (SO_SNDBUFFORCE, _socket.SO_SNDBUF):  # FORCE passes net.core.wmem_max (CAP_NET_ADMIN)
+        try:
+            sock.setsockopt(_socket.SOL_SOCKET, option, size + 64)
+            return
+        except OSError:
+            continue
 
 
 def _error(code: int, what: str, ext: str) -> NftError:

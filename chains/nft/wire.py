@@ -34,16 +34,15 @@ CHAIN_USERDATA = 12
 HOOK_HOOKNUM, HOOK_PRIORITY = 1, 2
 RULE_TABLE, RULE_CHAIN, RULE_HANDLE, RULE_EXPRESSIONS, RULE_USERDATA = 1, 2, 3, 4, 7
 SET_TABLE, SET_NAME, SET_FLAGS, SET_KEY_TYPE, SET_KEY_LEN, SET_DATA_TYPE, SET_DATA_LEN = 1, 2, 3, 4, 5, 6, 7
-SET_DESC, SET_ID, SET_USERDATA = 9, 10, 13
-SET_DESC_CONCAT, SET_FIELD_LEN = 2, 1
+SET_ID, SET_USERDATA = 10, 13
 SET_ELEM_LIST_TABLE, SET_ELEM_LIST_SET, SET_ELEM_LIST_ELEMENTS = 1, 2, 3
-SET_ELEM_KEY, SET_ELEM_DATA, SET_ELEM_KEY_END = 1, 2, 10
+SET_ELEM_KEY, SET_ELEM_DATA = 1, 2
 LIST_ELEM = 1
 EXPR_NAME, EXPR_DATA = 1, 2
 DATA_VALUE, DATA_VERDICT = 1, 2
 VERDICT_CODE, VERDICT_CHAIN = 1, 2
 
-SET_F_INTERVAL, SET_F_MAP, SET_F_CONCAT = 0x4, 0x8, 0x80
+SET_F_MAP = 0x8
 
 # Verdicts.
 NF_DROP, NF_ACCEPT = 0, 1
@@ -123,7 +122,8 @@ def data_verdict(attr_type: int, code: int, chain: str | None = None) -> bytes:
 
 def comment_udata(tlv_type: int, text: str) -> bytes:
     """A comment as libnftnl stores it in userdata: type, length, NUL-terminated text."""
-    raw = text.encode()[:254] + b"\0"
+    # The kernel takes at most NFT_USERDATA_MAXLEN (256) bytes of userdata: 2 of TLV header, the NUL.
+    raw = text.encode()[:253] + b"\0"
     return bytes((tlv_type, len(raw))) + raw
 
 

@@ -30,12 +30,16 @@ from typing import NamedTuple
 
 from cni import launcher
 
-PRELOAD = ("bridge.plugin:PLUGIN", "hostlocal.plugin:PLUGIN", "portmap.plugin:PLUGIN", "firewall.plugin:PLUGIN")
+PRELOAD = ("bridge.plugin:PLUGIN", "hostlocal.plugin:PLUGIN", "portmap.plugin:PLUGIN", "firewall.plugin:PLUGIN",
+           "loopback.plugin:PLUGIN", "tuning.plugin:PLUGIN", "ptp.plugin:PLUGIN", "hostdevice.plugin:PLUGIN")
 # Heavy libraries the plugins import lazily; importing them here is the whole point of the helper.
 PRELOAD_MODULES = ("bridge.config", "bridge.model", "bridge.links", "bridge.ipmasq", "bridge.check",
                    "portmap.config", "portmap.model", "firewall.model",
                    "portmap.apply", "firewall.config", "hostlocal.config", "hostlocal.allocator",
-                   "cni.invoke", "cni.result", "cni.types", "netlink.rtnl", "chains.table")
+                   "cni.invoke", "cni.result", "cni.types", "netlink.rtnl", "chains.table",
+                   # both netfilter backends' layouts: which one a call needs is in its config
+                   "chains.backends", "bridge.ipmasq_iptables", "bridge.ipmasq_nft", "portmap.nft", "firewall.apply",
+                   "firewall.nft", "chains.nft.conditions", "ipaddress", "shlex")
 LISTEN_FDS_START = 3  # sd_listen_fds(3): the first passed descriptor
 CLONE_NEWNS = 0x00020000
 CLONE_NEWNET = 0x40000000

@@ -117,15 +117,17 @@ def commit(family: int, drop: Holdings, keep_for: Callable[[int], Holdings], wan
         fresh = info is None
         kept = keep_for(family)
         held = kept | want if want is not None else kept
+        removed = 0
         for address in drop.addresses:
             if address not in held.addresses and not fresh and tx.element(CONTAINERS[family], _address_key(address)):
                 tx.delete_element(CONTAINERS[family], _address_key(address), address)
+                removed += 1
         for address in (want.addresses if want is not None else []):
             if fresh or not tx.element(CONTAINERS[family], _address_key(address)):
                 tx.add_element(CONTAINERS[family], _address_key(address), address)
         _isolation(tx, drop, held, fresh)
         if want is None or not want:
-            _remove_if_unused(tx, family, held, keep_for)
+            _remove_if_unused(tx, family, removed)
         return tx.log
 
     return transaction(stage)
@@ -159,17 +161,40 @@ def _isolation(tx: Tx, drop: Holdings, held: Holdings, fresh: bool) -> None:
             tx.add_rule(TABLE, rule)
 
 
-def _remove_if_unused(tx: Tx, family: int, held: Holdings, keep_for: Callable[[int], Holdings]) -> None:
-    if held or not held.complete or any(keep_for(other) for other in (4, 6) if other != family):
-        return
+def _remove_if_unused(tx: Tx, family: int, removed: int) -> None:
+    """When no container address is left in either set (but those this transaction takes out), no
+    bridge needs isolating any more either: the table goes, or, when the administrator's chain holds
+    rules, its isolation chains and elements.
+
+    Decided from the table, as on iptables (where CNI-FORWARD and the isolation chains go when no
+    container rule is left in them), not from the other attachments' records: a DEL's record outlives
+    its elements, so the last two DELs running at once would each see the other's record and both
+    keep what neither needs. An ADD whose record is written but whose elements are not in yet makes
+    the table again in its own transaction.
+    """
     info = tx.table_info(TABLE)
     if info is None:
+        return
+    other = 6 if family == 4 else 4
+    if tx.holds_more_than(CONTAINERS[family], removed) or tx.holds_more_than(CONTAINERS[other], 0):
         return
     # Whatever is left besides the fixed objects: the admin chain(s), chains of bridges being removed.
     for name in _admin_chains(tx):
         if tx.rules(Chain(TABLE, name)):
-            return  # the administrator's rules keep the table
+            _sweep_isolation(tx)  # the administrator's rules keep the table
+            return
     tx.delete_table(TABLE)
+
+
+def _sweep_isolation(tx: Tx) -> None:
+    for key, target in tx.map_elements(ISOLATION):
+        chain = Chain(TABLE, target[1] if isinstance(target, tuple) and target[1] else "")
+        if not chain.name or tx.deleting(chain):
+            continue  # already going in this transaction
+        shown = key.rstrip(b"\0").decode(errors="replace")
+        tx.delete_element(ISOLATION, key, shown)
+        tx.delete_element(ISOLATING, key, shown)
+        tx.delete_chain(chain)
 
 
 def _admin_chains(tx: Tx) -> list[str]:

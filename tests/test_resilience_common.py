@@ -3,8 +3,10 @@
 - :class:`Runtime` runs a conflist the way libcni does (ADD in order, each plugin getting the previous
   result; DEL in reverse order), exec'ing the installed plugins in a node namespace.
 - :func:`node_state` is everything an attachment can leave on a node (legacy tables of both families,
-  links of the node and of the containers, the host-local store, the plugins' state directory), so a
-  test can say "exactly as before".
+  the nftables ruleset, links of the node and of the containers, the host-local store, the plugins'
+  state directory), so a test can say "exactly as before" on either netfilter backend.
+- :data:`BACKENDS` and :func:`backend_options`: the resilience modules run once per backend
+  (portmap ``backend``, bridge ``ipMasqBackend``, firewall ``backend``).
 - :func:`report` prints a test module's figures (kill points survived, inputs tried) in pytest's output.
 """
 from __future__ import annotations
@@ -23,6 +25,21 @@ import pytest
 from tests.netenv import Node
 
 NO_HELPER = {"PYCNI_HELPER": "0"}  # the executables do the work themselves: a kill kills the plugin
+BACKENDS = ("iptables", "nftables")
+# Our nftables tables: each carries a comment starting with this (tables of other programs never do).
+OUR_NFT_COMMENT = 'comment "pycni'
+
+
+def nft_ruleset(node: Node) -> str:
+    """``nft list ruleset`` of the node without counter values (``-s``): iptables-nft counts packets in
+    every rule, and traffic is not a change of anyone's rules."""
+    return node.exec("nft", "--stateless", "list", "ruleset").stdout.decode()
+
+
+def backend_options(plugin: str, backend: str) -> dict[str, str]:
+    """The config key that puts ``plugin``'s netfilter rules on ``backend`` (none for the others)."""
+    key = {"bridge": "ipMasqBackend", "ptp": "ipMasqBackend", "portmap": "backend", "firewall": "backend"}.get(plugin)
+    return {key: backend} if key else {}
 
 
 def firewall_available() -> bool:
@@ -60,23 +77,25 @@ class Runtime:
     """One conflist: bridge (host-local in-process), portmap, and firewall when it exists."""
 
     def __init__(self, node: Node, network: str, mappings: list[dict[str, Any]], firewall: bool,
-                 subnet: str = "10.88.0.0/16") -> None:
+                 subnet: str = "10.88.0.0/16", backend: str = "iptables") -> None:
         self.node = node
         self.network = network
         self.mappings = mappings
+        self.backend = backend
         bridge = {"cniVersion": "1.0.0", "name": network, "type": "bridge", "bridge": "cni0",
                   "isGateway": True, "ipMasq": True, "hairpinMode": True, "stateDir": node.state_dir,
                   "ipam": {"type": "host-local", "dataDir": node.data_dir, "ranges": [[{"subnet": subnet}]],
-                           "routes": [{"dst": "0.0.0.0/0"}]}}
+                           "routes": [{"dst": "0.0.0.0/0"}]}, **backend_options("bridge", backend)}
         portmap = {"cniVersion": "1.0.0", "name": network, "type": "portmap",
-                   "capabilities": {"portMappings": True}, "stateDir": node.state_dir}
+                   "capabilities": {"portMappings": True}, "stateDir": node.state_dir,
+                   **backend_options("portmap", backend)}
         self.steps: list[tuple[str, dict[str, Any]]] = [("bridge", bridge), ("portmap", portmap)]
         # What ``run`` puts in front of a plugin's executable (e.g. strace), per plugin, and its umask.
         self.prefix: dict[str, tuple[str, ...]] = {}
         self.umask = -1
         if firewall:
             self.steps.append(("firewall", {"cniVersion": "1.0.0", "name": network, "type": "firewall",
-                                            "stateDir": node.state_dir}))
+                                            "stateDir": node.state_dir, **backend_options("firewall", backend)}))
 
     @property
     def plugins(self) -> list[str]:
@@ -193,6 +212,7 @@ def node_state(node: Node, network: str, containers: Iterable[str] = ()) -> dict
     return {
         "v4": node.save(4),
         "v6": node.save(6),
+        "nft": nft_ruleset(node),
         "links": node.links(),
         "containers": {ns: container_links(ns) for ns in containers},
         "store": tree(os.path.join(node.data_dir, network), skip=STORE_KEPT),
@@ -237,9 +257,72 @@ def duplicate_rules(save: str) -> list[str]:
     return dups
 
 
+def nft_chains(ruleset: str) -> dict[str, list[str]]:
+    """``nft list ruleset`` text as {"<family> <table>/<chain>": [its statements, in order]}."""
+    chains: dict[str, list[str]] = {}
+    table, current = "", None
+    for line in ruleset.splitlines():
+        text = line.strip()
+        if line.startswith("table "):
+            table = text[len("table "):].rstrip(" {")
+        elif line.startswith("\tchain "):
+            current = chains.setdefault(f"{table}/{text[len('chain '):].rstrip(' {')}", [])
+        elif line.startswith("\t}"):
+            current = None
+        elif current is not None and text and not text.startswith(("type ", "policy ", "comment ")):
+            current.append(text)
+    return chains
+
+
+def duplicate_nft_rules(ruleset: str) -> list[str]:
+    """Rules that appear more than once in the same nftables chain."""
+    dups = []
+    for chain, rules in nft_chains(ruleset).items():
+        dups += [f"{chain}: {rule}" for i, rule in enumerate(rules) if rule in rules[:i]]
+    return dups
+
+
+def our_nft_tables(ruleset: str) -> dict[str, str]:
+    """Our tables in ``nft list ruleset`` text ({"family name": its listing}): those whose comment is pycni's."""
+    tables: dict[str, str] = {}
+    name, lines = "", []
+    for line in ruleset.splitlines():
+        if line.startswith("table "):
+            name, lines = line[len("table "):].rstrip(" {"), [line]
+        elif name:
+            lines.append(line)
+            if line == "}":
+                if any(entry.strip().startswith(OUR_NFT_COMMENT) for entry in lines[1:3]):
+                    tables[name] = "\n".join(lines)
+                name = ""
+    return tables
+
+
+OUR_NFT_TABLES = {"bridge": "inet cni_plugins_masquerade", "portmap": "ip cni_hostport",
+                  "firewall": "inet cni_firewall"}
+
+
+def assert_on_backend(node: Node, backend: str, plugins: Iterable[str], others: Iterable[str] = ()) -> None:
+    """While containers are attached: the plugins' rules are on ``backend`` and nowhere else (so a test
+    parametrised by backend really exercises it). Legacy lines naming one of ``others`` (chains of
+    another program that look like ours) are left out."""
+    strangers = tuple(others)
+    legacy = "\n".join(line for line in (node.save(4) + "\n" + node.save(6)).splitlines()
+                       if not any(name in line for name in strangers))
+    ours = our_nft_tables(nft_ruleset(node))
+    expected = {OUR_NFT_TABLES[plugin] for plugin in plugins if plugin in OUR_NFT_TABLES}
+    if backend == "nftables":
+        assert expected <= set(ours), f"our nftables tables {sorted(ours)}, expected {sorted(expected)}"
+        assert "CNI-" not in legacy, "rules in the legacy tables although the backend is nftables"
+    else:
+        assert ours == {}, f"our nftables tables {sorted(ours)} although the backend is iptables"
+        assert "CNI-HOSTPORT-DNAT" in legacy and ("CNI-FORWARD" in legacy or "firewall" not in plugins)
+
+
 def assert_one_attachment(node: Node, before: dict[str, Any], now: dict[str, Any], ctr: str) -> None:
-    """After a successful ADD: exactly one veth, one reservation, no rule twice."""
+    """After a successful ADD: exactly one veth, one reservation, no rule twice (in either backend)."""
     assert duplicate_rules(now["v4"]) == [] and duplicate_rules(now["v6"]) == []
+    assert duplicate_nft_rules(now["nft"]) == []
     new_links = sorted(set(now["links"]) - set(before["links"]))
     assert len(new_links) == 1 and new_links[0].startswith("veth"), new_links
     assert set(before["links"]) <= set(now["links"])

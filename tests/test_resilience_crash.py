@@ -11,6 +11,10 @@ chain whose ADD reaches it, the plugin kills itself there (``PYCNI_KILL_AT``), t
 - or ADD again without a DEL (a runtime retrying the plugin that died and the rest of the chain): it
   must succeed without duplicates, or fail with an error object; a DEL then restores the node.
 
+Every test runs once per netfilter backend (``[iptables]``, ``[nftables]``): the node state compared
+holds the legacy tables of both families and ``nft list ruleset``, and "no rule twice" is checked in
+both. The nftables transaction passes ``chains.commit.before``/``after`` as the iptables commit does.
+
 Timed external SIGKILLs complement the named points, and corrupt ownership records / reservation files
 must be reported without blocking anyone's DEL.
 """
@@ -30,10 +34,13 @@ import pytest
 from cni import faults
 from tests.netenv import Node, node_env, ns_exec
 from tests.test_resilience_common import (
+    BACKENDS,
     NO_HELPER,
     Runtime,
+    assert_on_backend,
     assert_one_attachment,
     assert_same,
+    duplicate_nft_rules,
     duplicate_rules,
     firewall_available,
     node_state,
@@ -85,33 +92,37 @@ DEL_VARIANTS = [(plugin, point, "bare") for plugin, point in ADD_CASES] + \
                [(plugin, point, "mappings") for plugin, point in ADD_CASES if plugin == "bridge"][:3]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=BACKENDS)
 def node(request: pytest.FixtureRequest) -> Iterator[Node]:
     with node_env("rk", external=False) as n:
         touch_tables(n)
-        runtime = Runtime(n, NETWORK, MAPPINGS, FIREWALL)
+        n.backend = request.param
+        runtime = Runtime(n, NETWORK, MAPPINGS, FIREWALL, backend=request.param)
         ctr = n.container("c0")  # the bridge and its gateway address stay after DEL: part of the baseline
         first = runtime.add(ctr)
         assert first.ok, (first.failed, first.error, first.stderr[-800:])
+        assert_on_backend(n, request.param, runtime.plugins)
         runtime.delete(ctr)
         n.namespaces.remove(ctr)
         yield n
-    report(request.config, f"resilience-crash: {len(ADD_CASES)} ADD kill points x plugins "
+    report(request.config, f"resilience-crash [{request.param}]: {len(ADD_CASES)} ADD kill points x plugins "
                            f"({', '.join(ADD_STEPS)}), {len(del_cases())} DEL kill points", _summary())
 
 
 def _summary() -> list[str]:
+    """What survived since the last summary (one per backend: the module's node is per backend)."""
     lines = []
     for kind, entries in OUTCOMES.items():
         if entries:
             lines.append(f"{kind}: {len(entries)} survived")
             lines += [f"  {entry}" for entry in entries]
+        entries.clear()
     return lines
 
 
 @pytest.fixture
 def runtime(node: Node) -> Runtime:
-    return Runtime(node, NETWORK, MAPPINGS, FIREWALL)
+    return Runtime(node, NETWORK, MAPPINGS, FIREWALL, backend=node.backend)
 
 
 class Container:
@@ -187,6 +198,7 @@ def test_killed_add_then_add_again_without_del(node: Node, runtime: Runtime, ctr
     retry = runtime.add(ctr, start=plugin, prev=prev if plugin != "bridge" else None)
     now = state(node, ctr)
     assert duplicate_rules(now["v4"]) == [] and duplicate_rules(now["v6"]) == []
+    assert duplicate_nft_rules(now["nft"]) == []
     if retry.ok:
         assert_one_attachment(node, before, now, ctr)
         outcome = "retry succeeded"
@@ -276,7 +288,8 @@ def test_external_sigkill_at_random_times(node: Node, runtime: Runtime) -> None:
     killed = 0
     for i in range(TIMED_KILLS):
         plugin = runtime.plugins[i % len(runtime.plugins)]
-        delay = rng.uniform(0.05, durations[plugin] * 1.1)
+        # from half the ADD's time (nftables ADDs take ~50 ms here: a fixed 50 ms floor missed most of them)
+        delay = rng.uniform(min(0.05, durations[plugin] / 2), durations[plugin] * 1.1)
         c = Container(node)
         try:
             before = state(node, c.ns)
@@ -313,7 +326,12 @@ CORRUPTIONS = {
 
 @pytest.mark.parametrize("corruption", sorted(CORRUPTIONS))
 def test_corrupt_ownership_records_are_reported_and_do_not_block_del(
-        node: Node, runtime: Runtime, corruption: str) -> None:
+        node: Node, runtime: Runtime, corruption: str, request: pytest.FixtureRequest) -> None:
+    if node.backend == "nftables":
+        request.applymarker(pytest.mark.xfail(strict=True, reason=(
+            "product: ipMasq on nftables keeps containers as address elements (no chain to find by name); "
+            "bridge DEL with an unreadable record does not fall back to prevResult's addresses, so c1's "
+            "masq_ipv4/local_ipv4_* elements stay")))
     c1, c2 = Container(node), Container(node)
     try:
         before = state(node, c1.ns, c2.ns)

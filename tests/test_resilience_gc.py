@@ -22,23 +22,40 @@ held, and GC is what frees them.
 Survivors keep their records, claims, reservations and cache entries byte for byte, and (crash)
 their chains: their CHECK passes and their hostPorts answer. At the end everything is DELeted and
 the node is exactly as before the first ADD (the bridge may stay, as in the reference).
+
+Each test runs once per netfilter backend (``[iptables]``, ``[nftables]``). The stale attachments'
+traces are looked for in the legacy tables and in ``nft list ruleset`` (their ``CNI-``/``dn-``
+chains, comments naming them, their addresses in rules and set elements); a reboot flushes the nftables ruleset too. On
+nftables the stranger also owns a foreign nftables table, which must come through GC byte for byte.
 """
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pytest
 
-from bridge.ipmasq import chain_name as masq_chain
+from bridge.ipmasq_iptables import chain_name as masq_chain
 from portmap.names import dnat_chain
+from portmap.nft import dnat_chain_name as nft_dnat_chain
 from tests.netenv import Node, node_env, wait_for
-from tests.test_resilience_common import STORE_KEPT, report, touch_tables, tree
+from tests.test_resilience_common import (
+    BACKENDS,
+    STORE_KEPT,
+    assert_on_backend,
+    nft_ruleset,
+    report,
+    touch_tables,
+    tree,
+)
 from tests.test_resilience_support import listeners  # noqa: F401 - a shared fixture
 from tests.test_resilience_support import (
+    CHAIN,
     CHAIN_NOTE,
+    FOREIGN_NFT_TABLES,
     LEGACY_TABLES,
     NO_HELPER,
     Cnictl,
@@ -49,9 +66,11 @@ from tests.test_resilience_support import (
     answers_from_outside,
     assert_restored,
     files_under,
+    foreign_nft_listing,
     full_chain,
     in_parallel,
     install_conflist,
+    install_foreign_nft_tables,
     legacy_tables,
     snapshot,
 )
@@ -75,16 +94,22 @@ def figures(request: pytest.FixtureRequest) -> Iterator[None]:
                            f"{SURVIVORS} survive, chain {CHAIN_NOTE}", FIGURES)
 
 
-@pytest.fixture
-def node() -> Iterator[Node]:
+@pytest.fixture(params=BACKENDS)
+def node(request: pytest.FixtureRequest) -> Iterator[Node]:
     with node_env("rg") as n:
         touch_tables(n)
+        n.backend = request.param
         install_conflist(n, conflist(n))
         yield n
 
 
 def conflist(node: Node) -> dict[str, Any]:
-    return full_chain(node, NETWORK, BRIDGE, SUBNET, *RANGE)
+    return full_chain(node, NETWORK, BRIDGE, SUBNET, *RANGE, backend=node.backend)
+
+
+def rule_texts(node: Node) -> dict[str, str]:
+    """Every place a rule of ours could be: the legacy tables of both families and the nftables ruleset."""
+    return dict(legacy_tables(node), nft=nft_ruleset(node))
 
 
 def fleet(node: Node, listeners: Listeners, prefix: str, ports: Iterable[int]) -> list[Container]:
@@ -134,12 +159,19 @@ def add_fails_for_want_of_addresses(node: Node, runtime: DirectRuntime, ctr: Con
 
 
 def stale_traces(tables: dict[str, str], stale: list[Container], addresses: dict[str, str]) -> list[str]:
-    """Lines of the tables that still name a stale container (its chains, its address)."""
-    needles = []
+    """What the tables still hold of a stale container (its chains, its comments, its address), one
+    entry per name found in a line: iptables-save lines, and nft listing lines (where a set's elements
+    line may hold several addresses)."""
+    needles: list[re.Pattern[str]] = []
     for ctr in stale:
-        needles += [masq_chain(NETWORK, ctr.container_id), dnat_chain(NETWORK, ctr.container_id),
-                    f"id: \\\"{ctr.container_id}\\\"", f"{addresses[ctr.ns]}/32", f"{addresses[ctr.ns]}:80"]
-    return [line for text in tables.values() for line in text.splitlines() if any(n in line for n in needles)]
+        names = [masq_chain(NETWORK, ctr.container_id), dnat_chain(NETWORK, ctr.container_id),
+                 f"id: \\\"{ctr.container_id}\\\"", nft_dnat_chain(NETWORK, ctr.container_id),
+                 f"id: {ctr.container_id}\""]
+        needles += [re.compile(re.escape(name)) for name in names]
+        # the address, but not as the start of a longer one (10.88.0.1 is not in 10.88.0.13)
+        needles.append(re.compile(r"(?<![\d.])" + re.escape(addresses[ctr.ns]) + r"(?![\d])"))
+    return [f"{needle.pattern} in: {line.strip()}" for text in tables.values() for line in text.splitlines()
+            for needle in needles if needle.search(line)]
 
 
 def reboot(node: Node, listeners: Listeners, containers: list[Container]) -> None:
@@ -151,6 +183,7 @@ def reboot(node: Node, listeners: Listeners, containers: list[Container]) -> Non
         for table in LEGACY_TABLES:
             node.exec(tool, "-w", "-t", table, "-F")
             node.exec(tool, "-w", "-t", table, "-X")
+    node.exec("nft", "flush", "ruleset")
     node.exec("ip", "link", "del", BRIDGE)
     node.exec("sysctl", "-qw", "net.ipv4.ip_forward=0")
     assert wait_for(lambda: not [l for l in node.links() if l.startswith("veth")], timeout=10), node.links()
@@ -174,30 +207,35 @@ def install_stranger(node: Node) -> None:
                        '-A PREROUTING -d 203.0.113.7/32 -p tcp -m tcp --dport 80 -m comment --comment "someone else" '
                        "-j DNAT --to-destination 203.0.113.9:8080", "COMMIT", ""])
     node.exec("iptables-legacy-restore", "-w", "--noflush", input=rules.encode())
+    if node.backend == "nftables":  # and tables of other programs next to ours
+        install_foreign_nft_tables(node)
 
 
 def test_gc_after_a_runtime_crash_removes_8_stale_attachments_and_keeps_4(node: Node, listeners: Listeners) -> None:
     install_stranger(node)
+    foreign = foreign_nft_listing(node)
     runtime = DirectRuntime(node, conflist(node))
     containers = fleet(node, listeners, "c", range(23000, 23000 + COUNT))
     survivors, stale = containers[:SURVIVORS], containers[SURVIVORS:]
     before = snapshot(node, NETWORK)
     results = dict(zip([c.ns for c in containers], in_parallel("ADDs", runtime.add, containers).results))
     addresses = {ns: address_of(result) for ns, result in results.items()}
+    assert_on_backend(node, node.backend, CHAIN, others=[masq_chain("othernet", "stranger")])
 
     for ctr in stale:  # the runtime crashed and forgot them; their netns went with it
         listeners.close(ctr)
         node.namespaces.remove(ctr.ns)
     fresh = successors(stale, node, listeners)
     add_fails_for_want_of_addresses(node, runtime, fresh[0])
-    traces_before = stale_traces(legacy_tables(node), stale, addresses)
+    traces_before = stale_traces(rule_texts(node), stale, addresses)
     assert len(traces_before) >= 5 * len(stale), "the stale attachments' rules were not there to collect"
     held_before = held_state(node)
     assert mentioning(held_before["records"], stale) and mentioning(held_before["reservations"], stale)
 
     runtime.gc(survivors)
 
-    assert stale_traces(legacy_tables(node), stale, addresses) == []
+    assert stale_traces(rule_texts(node), stale, addresses) == []
+    assert foreign_nft_listing(node) == foreign, "GC changed another program's nftables table"
     assert_only_survivors_hold(node, held_before, survivors, stale)
     assert wait_for(lambda: len([l for l in node.links() if l.startswith("veth")]) == SURVIVORS), node.links()
     in_parallel("survivors' CHECKs", lambda c: runtime.check(c, results[c.ns]), survivors)
@@ -210,7 +248,8 @@ def test_gc_after_a_runtime_crash_removes_8_stale_attachments_and_keeps_4(node: 
 
     in_parallel("DELs", lambda c: runtime.delete(c, results[c.ns]), survivors + fresh)
     assert_restored(before, snapshot(node, NETWORK), BRIDGE)
-    FIGURES.append(f"crash: {len(traces_before)} stale rule lines, {len(mentioning(held_before['records'], stale))} "
+    FIGURES.append(f"crash [{node.backend}]: {len(traces_before)} stale rule traces, "
+                   f"{len(mentioning(held_before['records'], stale))} "
                    f"records/claims and {len(mentioning(held_before['reservations'], stale))} reservations of "
                    f"{len(stale)} stale attachments removed by plugin GC; {SURVIVORS} survivors kept theirs and "
                    f"answered; {len(fresh)} fresh ADDs got the freed addresses and hostPorts "
@@ -251,7 +290,8 @@ def test_gc_after_reboot_frees_8_stale_attachments_and_new_adds_reuse_their_addr
 
     in_parallel("DELs", runtime.delete, survivors + fresh)
     assert_restored(before, snapshot(node, NETWORK), BRIDGE)
-    FIGURES.append(f"reboot: cnictl gc DELed {len(stale) - len(forgotten)} cached stale attachments, plugin GC "
+    FIGURES.append(f"reboot [{node.backend}]: cnictl gc DELed {len(stale) - len(forgotten)} cached stale attachments, "
+                   "plugin GC "
                    f"freed {len(forgotten)} uncached ones ({len(mentioning(held_before['reservations'], stale))} "
                    f"reservations, {len(mentioning(held_before['records'], stale))} records/claims); {SURVIVORS} "
                    f"survivors kept theirs; {len(fresh)} fresh ADDs reused the freed addresses and hostPorts; "
@@ -290,6 +330,7 @@ def test_del_after_the_tmpfs_state_dir_was_lost_succeeds_and_leaves_nothing(node
     answers_from_outside(node, again)
     runtime.delete(again[0])
     assert_restored(before, snapshot(node, NETWORK), BRIDGE)
-    FIGURES.append(f"tmpfs: {len(with_cache)} DELs with the cached result, {len(bare)} bare DELs and 2 DELs of a "
+    FIGURES.append(f"tmpfs [{node.backend}]: {len(with_cache)} DELs with the cached result, {len(bare)} bare DELs "
+                   "and 2 DELs of a "
                    "container that never existed succeeded with no state dir and created nothing; "
                    "reservations freed; a new ADD afterwards works; node restored")

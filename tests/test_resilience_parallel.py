@@ -11,6 +11,10 @@ cache. The bridge is the one exception, by decision: like the reference's, it ou
 container (it may carry the node's own configuration), so "after" may hold it and nothing else new.
 The store's lock and round-robin cursor files stay too, as in the reference.
 
+Every test with namespaces runs once per netfilter backend (``[iptables]``, ``[nftables]``: portmap
+``backend``, bridge ``ipMasqBackend``, firewall ``backend``); the snapshot holds both the legacy tables
+and ``nft list ruleset``, so neither backend may leave anything behind, nor touch the other's.
+
 A test without namespaces covers the ownership records themselves: the last attachment of a network
 removing the network's directory while another attachment writes its record there.
 """
@@ -26,9 +30,10 @@ from cni.errors import CNIError
 from cni.records import Attachment, RecordStore
 
 from tests.netenv import Node, node_env
-from tests.test_resilience_common import report, touch_tables
+from tests.test_resilience_common import BACKENDS, assert_on_backend, report, touch_tables
 from tests.test_resilience_support import listeners  # noqa: F401 - a shared fixture
 from tests.test_resilience_support import (
+    CHAIN,
     CHAIN_NOTE,
     Cnictl,
     Container,
@@ -59,11 +64,12 @@ def figures(request: pytest.FixtureRequest) -> Iterator[None]:
     report(request.config, f"resilience-parallel: {COUNT} containers per test, chain {CHAIN_NOTE}", FIGURES)
 
 
-@pytest.fixture
-def node() -> Iterator[Node]:
+@pytest.fixture(params=BACKENDS)
+def node(request: pytest.FixtureRequest) -> Iterator[Node]:
     with node_env("rp") as n:
         touch_tables(n)
-        install_conflist(n, full_chain(n, NETWORK, BRIDGE, SUBNET))
+        n.backend = request.param
+        install_conflist(n, full_chain(n, NETWORK, BRIDGE, SUBNET, backend=request.param))
         yield n
 
 
@@ -83,6 +89,7 @@ def test_50_parallel_adds_then_checks_then_dels_leave_the_node_as_before(node: N
     adds = in_parallel("ADDs", runtime.add, containers)
     addresses = [address_of(result) for result in adds.results]
     assert len(set(addresses)) == COUNT, f"{COUNT - len(set(addresses))} addresses handed out twice: {addresses}"
+    assert_on_backend(node, node.backend, CHAIN)
     checks = in_parallel("CHECKs", runtime.check, containers)
     traffic = answers_from_outside(node, containers)
     dels = in_parallel("DELs", runtime.delete, containers)
@@ -90,7 +97,7 @@ def test_50_parallel_adds_then_checks_then_dels_leave_the_node_as_before(node: N
     for ctr in containers[:3]:  # nothing forwards the ports any more (cheap: a refused connect)
         refused_from_outside(node, ctr)
     assert_restored(before, snapshot(node, NETWORK), BRIDGE)
-    FIGURES.append(f"batch: {adds.line()}; {checks.line()}; {traffic.line()}; {dels.line()}; "
+    FIGURES.append(f"batch [{node.backend}]: {adds.line()}; {checks.line()}; {traffic.line()}; {dels.line()}; "
                    f"{len(set(addresses))} distinct addresses; node restored")
 
 
@@ -106,7 +113,7 @@ def test_50_interleaved_lifecycles_16_at_a_time_leave_the_node_as_before(node: N
     addresses = lifecycles.results
     assert len(set(addresses)) == COUNT, f"addresses handed out twice: {sorted(addresses)}"
     assert_restored(before, snapshot(node, NETWORK), BRIDGE)
-    FIGURES.append(f"interleaved: {lifecycles.line()} ({COUNT * 3} plugin-chain operations, {WORKERS} "
+    FIGURES.append(f"interleaved [{node.backend}]: {lifecycles.line()} ({COUNT * 3} plugin-chain operations, {WORKERS} "
                    f"overlapping); {len(set(addresses))} distinct addresses; node restored")
 
 

@@ -1,7 +1,7 @@
 """Shared pieces of the many-container resilience tests (this module holds no tests of its own).
 
 - :func:`full_chain` is the conflist of the whole chain: bridge (host-local in-process), portmap with
-  ``snat``, and firewall when it exists. :class:`Cnictl` drives it the way a runtime does, one
+  ``snat``, and firewall when it exists, on one netfilter backend (``iptables`` or ``nftables``). :class:`Cnictl` drives it the way a runtime does, one
   ``cnictl`` process per operation in the node namespace (libcni's result cache included);
   :class:`DirectRuntime` execs the installed plugins itself, in order with prevResult, for the cases
   where the test must speak to the plugins without a runtime cache in between (GC at plugin level).
@@ -21,6 +21,7 @@ import pytest
 import difflib
 import json
 import os
+import re
 import selectors
 import socket
 import threading
@@ -33,7 +34,14 @@ from typing import Any, TypeVar
 from cnictl.cli import derive_container_id
 from netlink import netns
 from tests.netenv import EXTERNAL_NET, Node, normalize_save
-from tests.test_resilience_common import STORE_KEPT, firewall_available, tree
+from tests.test_resilience_common import (
+    STORE_KEPT,
+    backend_options,
+    firewall_available,
+    nft_ruleset,
+    our_nft_tables,
+    tree,
+)
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -53,8 +61,10 @@ VALID_ATTACHMENTS_KEY = "cni.dev/valid-attachments"
 # --- the network -------------------------------------------------------------------------------
 
 def full_chain(node: Node, network: str, bridge: str, subnet: str,
-               range_start: str | None = None, range_end: str | None = None) -> dict[str, Any]:
-    """A cniVersion 1.1.0 conflist: bridge + host-local, portmap (snat), firewall when present."""
+               range_start: str | None = None, range_end: str | None = None,
+               backend: str = "iptables") -> dict[str, Any]:
+    """A cniVersion 1.1.0 conflist: bridge + host-local, portmap (snat), firewall when present, every
+    plugin's rules on ``backend``."""
     address_range: dict[str, str] = {"subnet": subnet}
     if range_start:
         address_range["rangeStart"] = range_start
@@ -64,11 +74,12 @@ def full_chain(node: Node, network: str, bridge: str, subnet: str,
         {"type": "bridge", "bridge": bridge, "isGateway": True, "ipMasq": True, "hairpinMode": True,
          "stateDir": node.state_dir,
          "ipam": {"type": "host-local", "dataDir": node.data_dir, "ranges": [[address_range]],
-                  "routes": [{"dst": "0.0.0.0/0"}]}},
-        {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True, "stateDir": node.state_dir},
+                  "routes": [{"dst": "0.0.0.0/0"}]}, **backend_options("bridge", backend)},
+        {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True, "stateDir": node.state_dir,
+         **backend_options("portmap", backend)},
     ]
     if FIREWALL:
-        plugins.append({"type": "firewall", "stateDir": node.state_dir})
+        plugins.append({"type": "firewall", "stateDir": node.state_dir, **backend_options("firewall", backend)})
     return {"cniVersion": "1.1.0", "name": network, "plugins": plugins}
 
 
@@ -243,7 +254,7 @@ def files_under(root: str) -> dict[str, Any]:
 def snapshot(node: Node, network: str) -> dict[str, Any]:
     return {
         "tables": legacy_tables(node),
-        "nft": node.exec("nft", "list", "ruleset").stdout.decode(),
+        "nft": nft_ruleset(node),
         "links": node.links(),
         # The store's lock and round-robin cursors stay, as in the reference: they belong to no attachment.
         "reservations": tree(os.path.join(node.data_dir, network), skip=STORE_KEPT),
@@ -283,6 +294,72 @@ def assert_restored(before: dict[str, Any], now: dict[str, Any], bridge: str) ->
     now = dict(now, links=[name for name in now["links"] if name != bridge or name in before["links"]])
     diff = snapshot_diff(before, now)
     assert not diff, f"the node is not as before ({len(diff)} differences):\n" + "\n".join(diff[:200])
+
+
+# an address on its own: not a network (10.88.0.0/24) nor an end of a range (10.88.0.0-10.88.0.255)
+HOST_ADDRESS = re.compile(r"(?<![\d.-])(\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3})(?![\d/-])")
+
+
+def container_addresses_in(text: str, subnet: str) -> set[str]:
+    """Host addresses of ``subnet`` that ``text`` names (not the subnet's own address, which a table may
+    hold as the key of a masked lookup)."""
+    import ipaddress  # noqa: PLC0415
+
+    network = ipaddress.ip_network(subnet)
+    return {a for a in HOST_ADDRESS.findall(text)
+            if ipaddress.ip_address(a) in network and ipaddress.ip_address(a) != network.network_address}
+
+
+def attached_problems(node: Node, network: str, backend: str, containers: Sequence[Container],
+                      addresses: dict[str, str], subnet: str, others: Iterable[str] = ()) -> list[str]:
+    """What is missing or extra in our rules for exactly ``containers`` attached (``addresses`` by netns):
+    each one's DNAT of its hostPort to its address, its masquerading, its firewall entry, and nobody
+    else's (the chains named in ``others`` are not ours). On nftables this goes by what each of our
+    tables holds rather than by its inner layout: the DNATs in ``ip cni_hostport``, and exactly the
+    containers' addresses in each of our tables."""
+    from bridge.ipmasq_iptables import chain_name as masq_chain  # noqa: PLC0415
+    from portmap.names import dnat_chain  # noqa: PLC0415
+
+    problems: list[str] = []
+    wanted = {addresses[ctr.ns] for ctr in containers}
+    if backend == "nftables":
+        ours = our_nft_tables(nft_ruleset(node))
+        hostport = ours.get("ip cni_hostport", "")
+        for ctr in containers:
+            address = addresses[ctr.ns]
+            if not re.search(rf"tcp dport {ctr.host_port} dnat (ip )?to {re.escape(address)}:{CONTAINER_PORT}\n",
+                             hostport):
+                problems.append(f"{ctr}: no DNAT of {ctr.host_port} to {address} in ip cni_hostport")
+        dnats = re.findall(r" dnat (?:ip )?to ", hostport)
+        tables = ["ip cni_hostport", "inet cni_plugins_masquerade"] + (["inet cni_firewall"] if FIREWALL else [])
+        for table in tables:
+            held = container_addresses_in(ours.get(table, ""), subnet)
+            if held != wanted:
+                problems.append(f"{table}: addresses missing {sorted(wanted - held)}, not ours {sorted(held - wanted)}")
+        masqs = dnats  # the masquerade table has no chain per container: its addresses were compared above
+    else:
+        v4 = node.save(4)
+        for ctr in containers:
+            address, dn = addresses[ctr.ns], dnat_chain(network, ctr.container_id)
+            if not re.search(rf"^-A {dn} .*--dport {ctr.host_port} .*--to-destination {re.escape(address)}:"
+                             rf"{CONTAINER_PORT}$", v4, re.M):
+                problems.append(f"{ctr}: chain {dn} has no DNAT of {ctr.host_port} to {address}")
+            if f":{masq_chain(network, ctr.container_id)} " not in v4:
+                problems.append(f"{ctr}: no masquerade chain {masq_chain(network, ctr.container_id)}")
+            if FIREWALL and f"-A CNI-FORWARD -s {address}/32 -j ACCEPT" not in v4:
+                problems.append(f"{ctr}: {address} not accepted in CNI-FORWARD")
+        dnats = [line for line in v4.splitlines() if line.startswith(":CNI-DN-")]
+        masqs = [line for line in v4.splitlines()
+                 if re.match(r":CNI-[0-9a-f]{24} ", line) and line[1:].split()[0] not in set(others)]
+        if FIREWALL:
+            forward = "\n".join(line for line in v4.splitlines() if line.startswith("-A CNI-FORWARD"))
+            held = container_addresses_in(forward.replace("/32 ", " "), subnet)
+            if held != wanted:
+                problems.append(f"CNI-FORWARD: addresses missing {sorted(wanted - held)}, "
+                                f"not ours {sorted(held - wanted)}")
+    if len(dnats) != len(containers) or len(masqs) != len(containers):
+        problems.append(f"{len(dnats)} DNATs and {len(masqs)} masquerade chains for {len(containers)} containers")
+    return problems
 
 
 # --- real TCP in namespaces, in-process ------------------------------------------------------------
@@ -410,3 +487,104 @@ def listeners() -> Iterator[Listeners]:
         yield servers
     finally:
         servers.close_all()
+
+
+# --- other programs' nftables tables ------------------------------------------------------------------
+# What kube-proxy (nftables mode) and firewalld keep on a node, shortened: base chains on the hooks our
+# tables use too, sets and verdict maps, jumps between chains. Every rule matches only TEST-NET-3
+# (203.0.113.0/24) and every base chain accepts by policy, so they never change what our containers'
+# packets do; they only have to come through our transactions untouched.
+
+FOREIGN_NFT_TABLES = {
+    "inet kube-proxy": """\
+table inet kube-proxy {
+	comment "rules for kube-proxy"
+	set cluster-ips {
+		type ipv4_addr
+		comment "Active ClusterIPs"
+		elements = { 203.0.113.10, 203.0.113.11 }
+	}
+	map service-ips {
+		type ipv4_addr . inet_proto . inet_service : verdict
+		comment "ClusterIP, ExternalIP and LoadBalancer IP traffic"
+		elements = { 203.0.113.10 . tcp . 80 : goto service-web, 203.0.113.11 . udp . 53 : goto service-dns }
+	}
+	chain mark-for-masquerade {
+		meta mark set meta mark | 0x00004000
+	}
+	chain masquerading {
+		meta mark & 0x00004000 == 0x00000000 return
+		meta mark set meta mark ^ 0x00004000
+		masquerade fully-random
+	}
+	chain services {
+		ip daddr . meta l4proto . th dport vmap @service-ips
+	}
+	chain service-web {
+		ip saddr != 203.0.113.0/24 jump mark-for-masquerade
+		meta l4proto tcp dnat ip to 203.0.113.20:8080
+	}
+	chain service-dns {
+		meta l4proto udp dnat ip to 203.0.113.21:5353
+	}
+	chain nat-prerouting {
+		type nat hook prerouting priority dstnat; policy accept;
+		ip daddr 203.0.113.0/24 jump services
+	}
+	chain nat-output {
+		type nat hook output priority -100; policy accept;
+		ip daddr 203.0.113.0/24 jump services
+	}
+	chain nat-postrouting {
+		type nat hook postrouting priority srcnat; policy accept;
+		ip daddr 203.0.113.0/24 jump masquerading
+	}
+	chain filter-forward {
+		type filter hook forward priority -110; policy accept;
+		ip daddr 203.0.113.0/24 jump firewall-check
+	}
+	chain firewall-check {
+		ip daddr 203.0.113.99 tcp dport 9999 drop
+	}
+}
+""",
+    "inet firewalld": """\
+table inet firewalld {
+	set allowed-sources {
+		type ipv4_addr
+		elements = { 203.0.113.40, 203.0.113.41 }
+	}
+	chain filter_INPUT {
+		type filter hook input priority filter + 10; policy accept;
+		ip saddr 203.0.113.0/24 jump filter_IN_public
+	}
+	chain filter_FORWARD {
+		type filter hook forward priority filter + 10; policy accept;
+		ip saddr 203.0.113.0/24 jump filter_IN_public
+	}
+	chain filter_IN_public {
+		ip saddr @allowed-sources accept
+		jump filter_IN_public_allow
+	}
+	chain filter_IN_public_allow {
+		tcp dport 22 accept
+		ip saddr 203.0.113.66 reject with icmpx admin-prohibited
+	}
+}
+""",
+}
+
+
+def install_foreign_nft_tables(node: Node) -> dict[str, str]:
+    """Create the foreign tables in the node namespace; returns nft's listing of each."""
+    node.exec("nft", "-f", "-", input="".join(FOREIGN_NFT_TABLES.values()).encode())
+    return foreign_nft_listing(node)
+
+
+def foreign_nft_listing(node: Node) -> dict[str, str]:
+    """``nft list table`` of each foreign table (empty text for one that is not there)."""
+    out = {}
+    for name in FOREIGN_NFT_TABLES:
+        proc = node.exec("nft", "--stateless", "list", "table", *name.split(), check=False)
+        out[name] = proc.stdout.decode() if proc.returncode == 0 else ""
+    return out

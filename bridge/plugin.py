@@ -209,6 +209,9 @@ def _teardown(req: Request, record: dict[str, Any] | None, ipam: str, container_
     from netlink.rtnl import Netlink  # noqa: PLC0415
 
     known = record or {}
+    # Without a record that can be trusted, the masquerade elements of the nftables backend are found by
+    # address: the runtime's prevResult names them, else the container interface still has them.
+    addresses = list(known.get("ips") or []) or (_addresses_without_record(req) if record == {} else [])
     link_deletion = _in_background(links.delete_container_link, req.netns, req.ifname) if container_link else None
     try:
         if ipam:
@@ -227,7 +230,7 @@ def _teardown(req: Request, record: dict[str, Any] | None, ipam: str, container_
             # Records from before backends existed hold iptables rules; without a record, both are swept.
             backend = str(known.get("ipMasqBackend") or "iptables") if known else None
             ipmasq.teardown(req.network, req.container_id, tuple(sorted(set(recorded))) if known else (4, 6),
-                            backend, list(known.get("ips") or []))
+                            backend, addresses)
     finally:
         if link_deletion is not None:
             link_deletion()  # waits; raises what the deletion raised
@@ -236,6 +239,25 @@ def _teardown(req: Request, record: dict[str, Any] | None, ipam: str, container_
     if isinstance(host_veth, str) and host_veth:
         with Netlink.open() as nl:
             links.delete_host_veth(nl, host_veth, str(known.get("bridge") or _bridge_name(req.config)))
+
+
+def _addresses_without_record(req: Request) -> list[str]:
+    """The container's addresses (with prefix) from prevResult, else from its interface."""
+    found = [str(ip["address"]) for ip in (req.prev_result or {}).get("ips") or []
+             if isinstance(ip, dict) and isinstance(ip.get("address"), str)]
+    if found or not req.netns:
+        return found
+    from netlink import netns  # noqa: PLC0415
+    from netlink.rtnl import Netlink  # noqa: PLC0415
+
+    try:
+        if not netns.is_netns(req.netns):
+            return []
+        with Netlink.open(req.netns) as ctr_nl:
+            link = ctr_nl.link_get(req.ifname)
+            return [a.cidr for a in ctr_nl.addrs(index=link.index)] if link is not None else []
+    except OSError:
+        return []
 
 
 def _in_background(fn: Callable[..., object], *args: object) -> Callable[[], None]:

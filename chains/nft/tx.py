@@ -268,6 +268,9 @@ class Tx:
                  + w.be32(w.SET_ID, self._set_ids))  # unique in the batch
         if map_.verdicts:
             attrs += w.be32(w.SET_DATA_TYPE, 0xFFFFFF00) + w.be32(w.SET_DATA_LEN, 0)  # NFT_DATA_VERDICT
+        if len(map_.key_types) == 1:  # how nft is to print the keys (an interface name is a host-order string)
+            order = w.BYTEORDER_HOST if map_.key_types[0] == w.TYPE_IFNAME else w.BYTEORDER_BIG_ENDIAN
+            attrs += attr(w.SET_USERDATA, bytes((w.UDATA_SET_KEYBYTEORDER, 4)) + order.to_bytes(4, "little"))
         self._stage(w.NEWSET, map_.table.family, NLM_F_CREATE, attrs,
                     f"add {'map' if map_.verdicts else 'set'} {w.FAMILY_NAMES[map_.table.family]} "
                     f"{map_.table.name} {map_.name}")

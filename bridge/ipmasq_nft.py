@@ -91,8 +91,8 @@ def teardown(network: str, container_id: str, families: tuple[int, ...] = (4, 6)
     """Remove the elements of the container's ``addresses`` (from its record); the table with the last."""
 
     def stage(tx: Tx) -> None:
-        info = tx.table_info(TABLE)
-        if info is None or info.comment != TABLE.comment:
+        comment = tx.table_comment(TABLE)
+        if comment != TABLE.comment:
             return
         found = False
         for address in _addresses(addresses or []):

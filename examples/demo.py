@@ -6,7 +6,8 @@ shows what each step added to the node, proves the traffic paths, then deletes b
 the node is exactly as before. Nothing outside its own namespaces and temp dir is touched, and
 everything is removed again, even on failure.
 
-``--backend nftables`` runs the same conflist with portmap's ``backend``, bridge's ``ipMasqBackend`` and
+``--conflist ptp`` runs ``examples/ptp-portmap.conflist`` instead (a veth pair per container, routed
+through the node, no bridge). ``--backend nftables`` runs the conflist with portmap's ``backend``, bridge's ``ipMasqBackend`` and
 the firewall's ``backend`` set to nftables, and shows the node's ``nft list ruleset`` growing and
 shrinking as it shows iptables-save for the iptables backend.
 """
@@ -21,7 +22,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from tests.netenv import EXTERNAL_NET, Node, node_env, request, server  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-NETWORK = "podnet"
 NODE_IP = f"{EXTERNAL_NET}.1"
 EXT_IP = f"{EXTERNAL_NET}.2"
 
@@ -36,18 +36,23 @@ def show(label: str, text: str) -> None:
         print(f"   {line}")
 
 
-def prepare_conflist(node: Node, backend: str) -> None:
-    with open(os.path.join(HERE, "20-portmap.conflist")) as f:
+CONFLISTS = {"bridge": "20-portmap.conflist", "ptp": "ptp-portmap.conflist"}
+
+
+def prepare_conflist(node: Node, backend: str, kind: str) -> str:
+    """The example conflist, with its state kept in the demo's temp dir; returns its network name."""
+    with open(os.path.join(HERE, CONFLISTS[kind])) as f:
         conflist = json.load(f)
     for plugin in conflist["plugins"]:  # keep all state (and the log) in the demo's temp dir
-        plugin["ipMasqBackend" if plugin["type"] == "bridge" else "backend"] = backend
+        plugin["ipMasqBackend" if plugin["type"] in ("bridge", "ptp") else "backend"] = backend
         plugin["stateDir"] = node.state_dir
         if "logFile" in plugin:
             plugin["logFile"] = log_file(node)
         if "ipam" in plugin:
             plugin["ipam"]["dataDir"] = node.data_dir
-    with open(os.path.join(node.netconf_dir, "20-portmap.conflist"), "w") as f:
+    with open(os.path.join(node.netconf_dir, CONFLISTS[kind]), "w") as f:
         json.dump(conflist, f, indent=2)
+    return str(conflist["name"])
 
 
 def log_file(node: Node) -> str:
@@ -57,6 +62,8 @@ def log_file(node: Node) -> str:
 def log_summary(node: Node) -> str:
     """One line per logged event, as an operator would skim the JSON lines."""
     lines = []
+    if not os.path.exists(log_file(node)):
+        return "(this conflist sets no logFile)"
     with open(log_file(node)) as f:
         for line in f:
             event = json.loads(line)
@@ -90,19 +97,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--backend", choices=("iptables", "nftables"), default="iptables",
                         help="where portmap, ipMasq and the firewall write their rules (default: iptables)")
-    backend = parser.parse_args(argv).backend
+    parser.add_argument("--conflist", choices=sorted(CONFLISTS), default="bridge",
+                        help="bridge + portmap + firewall (default), or ptp + portmap")
+    args = parser.parse_args(argv)
+    backend = args.backend
     with node_env("demo") as node:
         for tool in ("iptables-legacy", "ip6tables-legacy"):  # tables a real node has loaded anyway
             for table in ("nat", "filter"):
                 node.exec(tool, "-t", table, "-S")
-        prepare_conflist(node, backend)
+        network = prepare_conflist(node, backend, args.conflist)
         c1, c2 = node.container("c1"), node.container("c2")
-        title(f"node {node.ns}, containers {c1} {c2}, external host {node.external}, backend {backend}")
+        title(f"node {node.ns}, containers {c1} {c2}, external host {node.external}, "
+              f"{CONFLISTS[args.conflist]} on {backend}")
         before = node_view(node)
 
         title("cnictl add: c1 publishes 8080->80/tcp and 5353->53/udp, c2 publishes 8081->80/tcp")
-        r1 = json.loads(node.cnictl("add", NETWORK, c1, "--publish", "8080:80/tcp", "--publish", "5353:53/udp").stdout)
-        r2 = json.loads(node.cnictl("add", NETWORK, c2, "--publish", "8081:80/tcp").stdout)
+        r1 = json.loads(node.cnictl("add", network, c1, "--publish", "8080:80/tcp", "--publish", "5353:53/udp").stdout)
+        r2 = json.loads(node.cnictl("add", network, c2, "--publish", "8081:80/tcp").stdout)
         show("result for c1", json.dumps(r1, indent=2))
         ip1, ip2 = (r["ips"][0]["address"].split("/")[0] for r in (r1, r2))
         gateway = r1["ips"][0]["gateway"]
@@ -135,10 +146,10 @@ def main(argv: list[str] | None = None) -> int:
 
         title("cnictl check, then cnictl del for both")
         for ctr in (c1, c2):
-            node.cnictl("check", NETWORK, ctr)
+            node.cnictl("check", network, ctr)
             print(f"   check {ctr}: ok")
         for ctr in (c1, c2):
-            node.cnictl("del", NETWORK, ctr)
+            node.cnictl("del", network, ctr)
             print(f"   del {ctr}: ok")
 
         title("the log (logFile/logLevel in the conflist): one JSON line per plugin call")
@@ -156,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         left = [line for line in final["links"].splitlines() if line not in before["links"].splitlines()
                 and not line.startswith("cni0")]
         print(f"   links left behind: {left or 'none'} (the bridge cni0 stays, as with the reference)")
-        reservations = node.reservations(NETWORK)
+        reservations = node.reservations(network)
         print(f"   IP reservations left: {reservations or 'none'}")
         clean &= not left and not reservations
         passed = sum(results)

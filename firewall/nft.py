@@ -102,19 +102,19 @@ def commit(family: int, drop: Holdings, keep_for: Callable[[int], Holdings], wan
     and remove the table when nobody holds anything any more."""
 
     def stage(tx: Tx) -> list[str]:
-        info = tx.table_info(TABLE)
-        if info is not None and info.comment != TABLE.comment:
+        comment = tx.table_comment(TABLE)
+        if comment is not None and comment != TABLE.comment:
             if want is None or not want:
                 return []  # nothing of ours can be in a table that is not ours
             tx.ours(TABLE)  # raises: a table of that name that is not ours
-        if info is None:
+        if comment is None:
             if want is None or not want:
                 return []
             _create(tx, admin or DEFAULT_ADMIN_CHAIN)
         elif want is not None and want and admin and not tx.has_chain(Chain(TABLE, admin)):
             tx.add_chain(Chain(TABLE, admin))
             tx.add_rule(TABLE, e.NftRule("forward", [e.jump(admin)]))
-        fresh = info is None
+        fresh = comment is None
         kept = keep_for(family)
         held = kept | want if want is not None else kept
         removed = 0
@@ -172,8 +172,7 @@ def _remove_if_unused(tx: Tx, family: int, removed: int) -> None:
     keep what neither needs. An ADD whose record is written but whose elements are not in yet makes
     the table again in its own transaction.
     """
-    info = tx.table_info(TABLE)
-    if info is None:
+    if tx.table_comment(TABLE) is None:
         return
     other = 6 if family == 4 else 4
     if tx.holds_more_than(CONTAINERS[family], removed) or tx.holds_more_than(CONTAINERS[other], 0):
@@ -231,4 +230,4 @@ def check(family: int, admin: str, want: Holdings) -> list[str]:
 
 
 def status() -> None:
-    transaction(lambda tx: tx.table_info(TABLE), read_only=True)
+    transaction(lambda tx: tx.table_comment(TABLE), read_only=True)

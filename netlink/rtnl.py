@@ -49,6 +49,7 @@ NETLINK_ROUTE = 0
 SOL_NETLINK = 270
 NETLINK_CAP_ACK = 10  # don't echo our request back inside error replies
 NETLINK_EXT_ACK = 11  # do send the kernel's textual explanation of errors
+NETLINK_GET_STRICT_CHK = 12  # dump requests are checked strictly, and their header's filters honoured
 RECEIVE_BUFFER_SIZE = 1 << 16  # the kernel caps dump datagrams at 32 KiB
 DUMP_ATTEMPTS = 10  # a dump racing with changes is flagged NLM_F_DUMP_INTR and redone
 
@@ -161,6 +162,17 @@ class Netlink:
             if not interrupted:
                 return replies
         raise _error(EINTR, what, f"dump interrupted by concurrent changes {DUMP_ATTEMPTS} times")
+
+    def _strict_dump(self, msg_type: int, body: bytes, what: str) -> list[bytes]:
+        """A dump the kernel filters by the header's fields (NETLINK_GET_STRICT_CHK, Linux >= 4.20)."""
+        try:
+            self._sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
+        except OSError:  # an older kernel: the caller filters
+            return self._dump(msg_type, body, what)
+        try:
+            return self._dump(msg_type, body, what)
+        finally:
+            self._sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 0)
 
     # --------------------------------------------------------------------- links
 
@@ -382,12 +394,15 @@ class Netlink:
 
     def addrs(self, index: int | None = None, family: int | None = None) -> list[Addr]:
         """Addresses, optionally only those of link ``index`` and/or of ``family`` (AF_INET/AF_INET6)."""
-        body = IFADDRMSG.pack(family or c.AF_UNSPEC, 0, 0, 0, 0)
-        replies = self._dump(c.RTM_GETADDR, body, "list addresses")
-        if index is not None:
-            # The kernel dumps every address of the namespace (one link-local per veth: thousands on
-            # a busy node); only those of the wanted link are decoded. ifaddrmsg: family, prefixlen,
-            # flags, scope (one byte each), then the link index.
+        body = IFADDRMSG.pack(family or c.AF_UNSPEC, 0, 0, 0, index or 0)
+        if index is None:
+            replies = self._dump(c.RTM_GETADDR, body, "list addresses")
+        else:
+            # A busy node has one link-local address per veth: with strict checking the kernel dumps only
+            # the wanted link's addresses instead of every address of the namespace.
+            replies = self._strict_dump(c.RTM_GETADDR, body, "list addresses")
+            # Kernels without strict dumps ignore the index: keep only the wanted link's. ifaddrmsg:
+            # family, prefixlen, flags, scope (one byte each), then the link index.
             wanted = index.to_bytes(4, sys.byteorder)
             replies = [reply for reply in replies if reply[4:8] == wanted]
         found = [decode_addr(reply) for reply in replies]

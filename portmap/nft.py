@@ -30,9 +30,8 @@ the first claimant keeps the traffic (as with iptables), and when it leaves, the
 first by itself. ADD, CHECK and DEL touch only the container's own chain, its elements, and the
 (short) chains of its ports; nothing lists the table. The hairpin sets hold no verdicts: the kernel
 validates a table's graph of jumps on every change that adds one, so what can be data is data. The
-table goes with the last container, in the same transaction. The table goes
-in the same transaction as its last container's chains, decided from the kernel's count of objects
-in it.
+table goes in the same transaction as its last container's chains: whether any host port is left is
+read from the first answer of a dump of the two maps, whatever their size.
 """
 from __future__ import annotations
 
@@ -215,9 +214,6 @@ class Container:
         self.dnat = Chain(self.layout.table, dnat_chain_name(network, container_id))
         self.comment = f"dnat name: {network} id: {container_id}"  # names and IDs never hold quotes
 
-    def jump(self) -> e.NftRule:
-        return e.NftRule("", [e.jump(self.dnat.name)])
-
     def port_chain(self, key: PortKey) -> Chain:
         return Chain(self.layout.table, key.chain_name)
 
@@ -337,8 +333,8 @@ def unforward(network: str, container_id: str, family: int, record: dict[str, An
 
     def stage(tx: Tx) -> list[str]:
         layout = ctr.layout
-        info = tx.table_info(layout.table)
-        if info is None or info.comment != layout.table.comment:
+        comment = tx.table_comment(layout.table)
+        if comment != layout.table.comment:
             return []  # no table of ours: nothing of ours to remove
         released = sum(_release_port(tx, ctr, key) for key in keys)
         dnat_references = tx.references(ctr.dnat)
@@ -480,4 +476,4 @@ def presence(network: str, container_id: str, family: int) -> list[str]:
 
 def status() -> None:
     """Whether nftables answers in this namespace (raises when it does not)."""
-    transaction(lambda tx: tx.table_info(Layout(4).table), read_only=True)
+    transaction(lambda tx: tx.table_comment(Layout(4).table), read_only=True)

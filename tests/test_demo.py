@@ -12,9 +12,11 @@ pytestmark = pytest.mark.root
 DEMO = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "demo.py")
 
 
+@pytest.mark.parametrize("conflist", ["bridge", "ptp"])
 @pytest.mark.parametrize("backend", ["iptables", "nftables"])
-def test_demo_passes_and_leaves_the_node_clean(backend: str) -> None:
-    proc = subprocess.run([sys.executable, DEMO, "--backend", backend], capture_output=True, timeout=300, check=False)
+def test_demo_passes_and_leaves_the_node_clean(backend: str, conflist: str) -> None:
+    proc = subprocess.run([sys.executable, DEMO, "--backend", backend, "--conflist", conflist], capture_output=True,
+                          timeout=300, check=False)
     out = proc.stdout.decode(errors="replace")
     assert proc.returncode == 0, out + proc.stderr.decode(errors="replace")
     assert "9 passed, 0 failed" in out

@@ -73,13 +73,6 @@ class Map:
         return sizes[0] if len(sizes) == 1 else sum((size + 3) // 4 * 4 for size in sizes)
 
 
-class TableInfo:
-    __slots__ = ("use", "comment")
-
-    def __init__(self, use: int, comment: str | None) -> None:
-        self.use, self.comment = use, comment
-
-
 class KernelRule:
     """A rule as the kernel has it: handle, decoded expressions, comment."""
 
@@ -131,21 +124,21 @@ class Tx:
 
     # ------------------------------------------------------------------ lookups
 
-    def table_info(self, table: Table) -> TableInfo | None:
+    def table_comment(self, table: Table) -> str | None:
+        """The comment of ``table`` ('' when it has none), or None when there is no such table."""
         found = self._session.get(w.GETTABLE, table.family, w.string(w.TABLE_NAME, table.name), f"get {table}")
         if found is None:
             return None
-        use = w.get_be32(found[w.TABLE_USE]) if w.TABLE_USE in found else 0
         udata = found.get(w.TABLE_USERDATA)
-        return TableInfo(use, w.udata_comment(udata, w.UDATA_TABLE_COMMENT) if udata else None)
+        return (w.udata_comment(udata, w.UDATA_TABLE_COMMENT) if udata else None) or ""
 
     def ours(self, table: Table) -> bool:
         """Whether ``table`` exists and is ours; a table of that name that is not ours is an error."""
-        info = self.table_info(table)
-        if info is None:
+        comment = self.table_comment(table)
+        if comment is None:
             return False
-        if info.comment != table.comment:
-            shown = f'comment "{info.comment}"' if info.comment else "no comment"
+        if comment != table.comment:
+            shown = f'comment "{comment}"' if comment else "no comment"
             raise ChainsError(f"{table} exists but was not created by pycni ({shown}; ours say "
                               f'"{table.comment}"): refusing to change a table of another program')
         return True

@@ -35,7 +35,9 @@ if TYPE_CHECKING:
 DEFAULT_STATE_DIR = "/var/lib/cni/pycni"
 STATE_DIR_ENV = "PYCNI_STATE_DIR"
 RECORD_FORMAT = 1
-_SAVE_ATTEMPTS = 5  # a save racing other attachments' deletes of empty directories retries this often
+# A save racing other attachments' deletes of empty directories retries this often: each try is a few
+# syscalls, and two busy peers once made a save lose 5 in a row.
+_SAVE_ATTEMPTS = 100
 
 
 def state_dir(config: dict[str, Any]) -> str:

@@ -288,17 +288,7 @@ def _in_background(fn: Callable[..., object], *args: object) -> Callable[[], Non
 
 def cmd_del(req: Request) -> None:
     store, att = _store(req), _attachment(req)
-    record: dict[str, Any] | None
-    try:
-        record = store.load(att)
-        if record is None and not store.keeps_records():
-            record = {}  # no state directory at all (lost, or a fresh node): sweep by name
-        elif record is not None and is_foreign(record):
-            record = None  # another boot's or namespace's: it owns nothing in these tables (IPAM is still told)
-    except CNIError as err:  # a corrupt record must not make DEL fail: tear down by name instead
-        print(f"bridge: {err}; tearing down without it", file=sys.stderr)
-        log.warning("unreadable record", msg=f"{err}; tearing down without it")
-        record = {}
+    record = store.load_for_delete(att)  # None: nothing of ours; {}: unknown, tear down by name (IPAM is told)
     if record is None:
         log.info("nothing to remove", reason="no record of this attachment: no host veth or rules of ours; "
                                              "only the container interface and the IPAM reservation are looked for")

@@ -223,6 +223,22 @@ class RecordStore:
                 raise CNIError(IO_FAILURE, f"cannot write ownership record {self.path(att)}: {exc}") from None
         raise CNIError(IO_FAILURE, f"cannot write ownership record {self.path(att)}: {missing}")
 
+    def load_for_delete(self, att: Attachment) -> dict[str, Any] | None:
+        """The record a DEL acts on: the record itself; ``{}`` (unknown: tear down by name) when it
+        cannot be read or there is no state directory at all (lost, or a fresh node); None when there
+        is none, or when it is another boot's or network namespace's (it owns nothing here)."""
+        from cni import log  # noqa: PLC0415
+
+        try:
+            record = self.load(att)
+        except CNIError as err:  # a corrupt record must not make DEL fail
+            print(f"{self.owner}: {err}; tearing down without it", file=sys.stderr)
+            log.warning("unreadable record", msg=f"{err}; tearing down without it")
+            return {}
+        if record is None:
+            return None if self.keeps_records() else {}
+        return None if is_foreign(record) else record
+
     def delete(self, att: Attachment) -> None:
         """Remove the record (and the temporary file of a save that was killed), then its directories
         when they are empty. Nothing is removed through a symlink: a path that has one is not ours."""

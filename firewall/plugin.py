@@ -72,7 +72,8 @@ def _apply(family: int, store: RecordStore, exclude: set[Attachment], drop: Hold
 
     What the other attachments hold (on the same backend) is read inside the transaction, under its lock."""
     changes = _layout(backend).commit(family, drop, lambda f: claims(store, exclude, f, backend), want, admin)
-    log.debug("rules committed", backend=backend, family=family, rules=changes)
+    if changes:  # (the iptables layer logs its own commits)
+        log.debug("rules committed", backend=backend, family=family, rules=changes)
 
 
 def cmd_add(req: Request) -> dict[str, Any]:

@@ -47,6 +47,7 @@ def cmd_add(req: Request) -> dict[str, Any]:
     layout.validate(conf, req.network, req.container_id, addresses)
     store, att = _store(req), Attachment(req.network, req.container_id, req.ifname)
     previous = _load_record(store, att)
+    previous_claims = list(previous.get("claims", []))
     families = sorted(addresses)
     udp_ports = {str(f): rules.udp_host_ports(conf, f) for f in families}
     moved = _backend_of(previous) != backend  # the config switched backends since the earlier ADD
@@ -75,16 +76,17 @@ def cmd_add(req: Request) -> dict[str, Any]:
                 layout.unforward(req.network, req.container_id, family, previous)
         for family in families:
             changes = layout.forward(conf, req.network, req.container_id, family, addresses[family], previous)
-            log.debug("rules committed", backend=backend, family=family, rules=changes)
+            if changes:  # (the iptables layer logs its own commits)
+                log.debug("rules committed", backend=backend, family=family, rules=changes)
             faults.point("portmap.add.after-first-family")
         if 4 in addresses and conf.snat:
             host.enable_route_localnet(str(addresses[4].ip))
     except BaseException:
-        _undo(req, store, att, recorded, previous.get("claims", []), backend)
+        _undo(req, store, att, recorded, previous_claims, backend)
         raise
     faults.point("portmap.add.after-rules")
     held, _conflicts = claims.claim(state_dir(req.config), att, families, conf.mappings)
-    stale_claims = [k for k in previous.get("claims", []) if k not in held]
+    stale_claims = [k for k in previous_claims if k not in held]
     store.save(att, {"backend": backend, "families": families, "udpPorts": udp_ports, "claims": held,
                      "hostPorts": host_ports, **fields})
     claims.release(state_dir(req.config), att, stale_claims)
@@ -194,7 +196,8 @@ def cmd_del(req: Request) -> None:
 
         for backend in _backends_to_sweep(record):
             changes = _layout(backend).unforward(req.network, req.container_id, family, record, mappings)
-            log.debug("rules removed", backend=backend, family=family, rules=changes)
+            if changes:
+                log.debug("rules removed", backend=backend, family=family, rules=changes)
         udp = (record or {}).get("udpPorts", {}).get(str(family), [])
         host.flush_udp_conntrack(family, [int(p) for p in udp])
     faults.point("portmap.del.after-rules")

@@ -60,10 +60,11 @@ def verify(req: Request, conf: BridgeConf) -> None:
 
 def _ipmasq_backend(req: Any, conf: Any) -> str | None:
     """Where ADD put the masquerade rules: the record says; else the config."""
-    from bridge.plugin import _attachment, _store  # noqa: PLC0415
+    from bridge.plugin import OWNER  # noqa: PLC0415
+    from cni.records import Attachment, RecordStore  # noqa: PLC0415
 
     try:
-        record = _store(req).load(_attachment(req)) or {}
+        record = RecordStore.of(req, OWNER).load(Attachment.of(req)) or {}
     except CNIError:
         record = {}
     return str(record.get("ipMasqBackend") or conf.ipMasqBackend or "") or None

@@ -13,7 +13,7 @@ from cni import args as cni_args
 from bridge import DEFAULT_BRIDGE
 from cni import faults, log, skel
 from cni.errors import INTERNAL, UNKNOWN_CONTAINER, CNIError
-from cni.records import Attachment, RecordStore, is_foreign, state_dir
+from cni.records import Attachment, RecordStore, is_foreign
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -25,20 +25,6 @@ if TYPE_CHECKING:
 
 KNOWN_ARGS = frozenset({"IP", "MAC"}) | cni_args.KUBERNETES_KEYS
 OWNER = "bridge"
-
-
-def _store(req: Request) -> RecordStore:
-    return RecordStore(state_dir(req.config), OWNER)
-
-
-def _attachment(req: Request) -> Attachment:
-    return Attachment(req.network, req.container_id, req.ifname)
-
-
-def _ipam_type(config: dict[str, Any]) -> str:
-    ipam = config.get("ipam")
-    kind = ipam.get("type") if isinstance(ipam, dict) else None
-    return kind if isinstance(kind, str) else ""
 
 
 def _bridge_name(config: dict[str, Any]) -> str:
@@ -61,8 +47,8 @@ def cmd_add(req: Request) -> dict[str, Any]:
     mac = config.container_mac(conf, req.cni_args)
     if not netns.is_netns(req.netns):
         raise CNIError(UNKNOWN_CONTAINER, f"failed to open netns {req.netns!r}: not a network namespace")
-    ipam = _ipam_type(req.config)
-    store, att = _store(req), _attachment(req)
+    ipam = req.ipam_type
+    store, att = RecordStore.of(req, OWNER), Attachment.of(req)
     host_veth = links.new_host_veth_name()
     record: dict[str, Any] = {"bridge": conf.bridge, "hostVeth": host_veth, "ips": [], "ipMasq": conf.ipMasq,
                               "ipam": ipam, "spoofcheck": conf.macspoofchk}
@@ -287,12 +273,12 @@ def _in_background(fn: Callable[..., object], *args: object) -> Callable[[], Non
 
 
 def cmd_del(req: Request) -> None:
-    store, att = _store(req), _attachment(req)
+    store, att = RecordStore.of(req, OWNER), Attachment.of(req)
     record = store.load_for_delete(att)  # None: nothing of ours; {}: unknown, tear down by name (IPAM is told)
     if record is None:
         log.info("nothing to remove", reason="no record of this attachment: no host veth or rules of ours; "
                                              "only the container interface and the IPAM reservation are looked for")
-    _teardown(req, record, _ipam_type(req.config))
+    _teardown(req, record, req.ipam_type)
     store.delete(att)
 
 
@@ -302,7 +288,7 @@ def cmd_check(req: Request) -> None:
 
     conf = config.load(req.config)
     cni_args.check_known(req.cni_args, KNOWN_ARGS)
-    ipam = _ipam_type(req.config)
+    ipam = req.ipam_type
     if ipam:
         invoke.delegate(req, ipam, "CHECK")
     if req.prev_result is None:
@@ -315,7 +301,7 @@ def cmd_status(req: Request) -> None:
     from cni import invoke  # noqa: PLC0415
 
     config.load(req.config)
-    ipam = _ipam_type(req.config)
+    ipam = req.ipam_type
     if ipam:
         invoke.delegate(req, ipam, "STATUS")
 
@@ -329,7 +315,7 @@ def cmd_gc(req: Request) -> None:
 
     conf = config.load(req.config)
     valid = valid_attachments(req.config)
-    store = _store(req)
+    store = RecordStore.of(req, OWNER)
     errors: list[str] = []
     for att, foreign in collectable(store, req.network, valid):
         try:
@@ -346,7 +332,7 @@ def cmd_gc(req: Request) -> None:
             store.delete(att)
         except Exception as exc:  # keep going: GC reports what it could not do
             errors.append(f"{att.container_id}/{att.ifname}: {exc}")
-    ipam = _ipam_type(req.config)
+    ipam = req.ipam_type
     if ipam:
         try:
             invoke.delegate(req, ipam, "GC")

@@ -143,9 +143,19 @@ class Attachment(tuple):  # noqa: SLOT001 - a plain tuple: hashable, comparable,
     container_id = property(lambda self: self[1])
     ifname = property(lambda self: self[2])
 
+    @classmethod
+    def of(cls, req: Any) -> "Attachment":
+        """The attachment a plugin call (``cni.skel.Request``) is about."""
+        return cls(req.network, req.container_id, req.ifname)
+
 
 class RecordStore:
     """The records of one owner plugin under one state directory."""
+
+    @classmethod
+    def of(cls, req: Any, owner: str) -> "RecordStore":
+        """``owner``'s records in the state directory a plugin call's config names."""
+        return cls(state_dir(req.config), owner)
 
     def __init__(self, root: str, owner: str) -> None:
         self.root = root

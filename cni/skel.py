@@ -95,6 +95,14 @@ class Request:
         return str(self.config.get("name", ""))
 
     @property
+    def ipam_type(self) -> str:
+        """The config's IPAM type ('' for none), read tolerantly: DEL must clean up even when the config
+        would not validate."""
+        ipam = self.config.get("ipam")
+        kind = ipam.get("type") if isinstance(ipam, dict) else None
+        return kind if isinstance(kind, str) else ""
+
+    @property
     def runtime_config(self) -> dict[str, Any]:
         rc = self.config.get("runtimeConfig")
         return rc if isinstance(rc, dict) else {}

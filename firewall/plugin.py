@@ -40,10 +40,6 @@ def _backend(conf: FirewallConf) -> str:
     return resolve(conf.backend or None)
 
 
-def _attachment(req: Request) -> Attachment:
-    return Attachment(req.network, req.container_id, req.ifname)
-
-
 def _wanted(policy: str, isolating: bool, prev: dict[str, Any], ifname: str) -> dict[int, Holdings]:
     """What the container needs per family: its addresses, and its bridge's isolation where it has any."""
     from firewall import prevresult  # noqa: PLC0415
@@ -84,7 +80,7 @@ def cmd_add(req: Request) -> dict[str, Any]:
         raise CNIError(INVALID_CONFIG, "missing prevResult from earlier plugin")
     backend = _backend(conf)
     want = _wanted_checked(conf, req.prev_result, req.ifname)
-    store, att = store_for(req.config), _attachment(req)
+    store, att = store_for(req.config), Attachment.of(req)
     previous = load_reporting(store, att) or empty()
     previous_backend = recorded_backend(store, att) or backend
     if previous_backend != backend and any(previous.values()):
@@ -145,7 +141,7 @@ def _fallback_holdings(req: Request) -> dict[int, Holdings]:
 def cmd_del(req: Request) -> None:
     from chains.backends import NAMES  # noqa: PLC0415
 
-    store, att = store_for(req.config), _attachment(req)
+    store, att = store_for(req.config), Attachment.of(req)
     held = load_reporting(store, att)
     backends: tuple[str, ...] = (recorded_backend(store, att) or "iptables",)
     if held is None:
@@ -169,7 +165,7 @@ def cmd_check(req: Request) -> None:
         raise CNIError(INVALID_CONFIG, "Required prevResult missing")
     want = _wanted_checked(conf, req.prev_result, req.ifname)
     # The rules are checked where ADD put them.
-    layout = _layout(recorded_backend(store_for(req.config), _attachment(req)) or _backend(conf))
+    layout = _layout(recorded_backend(store_for(req.config), Attachment.of(req)) or _backend(conf))
     problems: list[str] = []
     for family in FAMILIES:
         if want[family].addresses:

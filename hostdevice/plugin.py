@@ -17,7 +17,7 @@ import sys
 from cni import args as cni_args
 from cni import faults, log, skel
 from cni.errors import INTERNAL, INVALID_CONFIG, INVALID_ENV, UNKNOWN_CONTAINER, CNIError
-from cni.records import Attachment, RecordStore, is_foreign, state_dir
+from cni.records import Attachment, RecordStore, is_foreign
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -30,21 +30,6 @@ KNOWN_ARGS = frozenset({"IP"}) | cni_args.KUBERNETES_KEYS
 OWNER = "host-device"
 
 
-def _store(req: Request) -> RecordStore:
-    return RecordStore(state_dir(req.config), OWNER)
-
-
-def _attachment(req: Request) -> Attachment:
-    return Attachment(req.network, req.container_id, req.ifname)
-
-
-def _ipam_type(config: dict[str, Any]) -> str:
-    """The IPAM type, read tolerantly: DEL must clean up even when the config would not validate."""
-    ipam = config.get("ipam")
-    kind = ipam.get("type") if isinstance(ipam, dict) else None
-    return kind if isinstance(kind, str) else ""
-
-
 def cmd_add(req: Request) -> dict[str, Any]:
     from hostdevice import config, devices  # noqa: PLC0415 - only ADD/DEL/CHECK pay for these
     from netlink import netns  # noqa: PLC0415
@@ -54,7 +39,7 @@ def cmd_add(req: Request) -> dict[str, Any]:
     cni_args.check_known(req.cni_args, KNOWN_ARGS)
     if not netns.is_netns(req.netns):
         raise CNIError(UNKNOWN_CONTAINER, f"failed to open netns {req.netns!r}: not a network namespace")
-    store, att = _store(req), _attachment(req)
+    store, att = RecordStore.of(req, OWNER), Attachment.of(req)
     ipam = conf.ipam_type
     with Netlink.open() as nl, Netlink.open(req.netns) as ctr_nl:
         if ctr_nl.link_get(req.ifname) is not None:
@@ -184,7 +169,7 @@ def cmd_del(req: Request) -> None:
     from hostdevice import devices  # noqa: PLC0415
     from netlink import netns  # noqa: PLC0415
 
-    store, att = _store(req), _attachment(req)
+    store, att = RecordStore.of(req, OWNER), Attachment.of(req)
     try:
         record = store.load(att)
     except CNIError as err:  # DEL must not fail on it; without it the device's original state is unknown
@@ -211,7 +196,7 @@ def cmd_del(req: Request) -> None:
                   file=sys.stderr)
             log.info("nothing to remove", reason=f"device {device['name']} ({device.get('mac')}) not found: {why}")
         faults.point("hostdevice.del.after-move")
-    ipam = _ipam_type(req.config)
+    ipam = req.ipam_type
     if ipam:
         invoke.delegate(req, ipam, "DEL")
     store.delete(att)
@@ -231,7 +216,7 @@ def cmd_check(req: Request) -> None:
     if prev is None:
         raise CNIError(INVALID_CONFIG, "Required prevResult missing")
     ctr_index, entry = container_entry(req, prev.get("interfaces") or [])
-    recorded = (_previous_record(_store(req), _attachment(req)) or {}).get("device") or {}
+    recorded = (_previous_record(RecordStore.of(req, OWNER), Attachment.of(req)) or {}).get("device") or {}
     with Netlink.open(req.netns) as ctr_nl:
         link = ctr_nl.link_get(req.ifname)
         if link is None:
@@ -263,7 +248,7 @@ def cmd_gc(req: Request) -> None:
     from hostdevice import devices  # noqa: PLC0415
 
     valid = valid_attachments(req.config)
-    store = _store(req)
+    store = RecordStore.of(req, OWNER)
     errors: list[str] = []
     for att, foreign in collectable(store, req.network, valid):
         try:
@@ -274,7 +259,7 @@ def cmd_gc(req: Request) -> None:
             store.delete(att)
         except Exception as exc:  # keep going: GC reports what it could not do
             errors.append(f"{att.container_id}/{att.ifname}: {exc}")
-    ipam = _ipam_type(req.config)
+    ipam = req.ipam_type
     if ipam:
         try:
             invoke.delegate(req, ipam, "GC")

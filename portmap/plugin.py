@@ -25,10 +25,6 @@ NOTHING_RECORDED = "no record of this attachment: no rules of ours were set up f
 FAMILY_NAMES = {4: "ipv4", 6: "ipv6"}
 
 
-def _store(req: Request) -> RecordStore:
-    return RecordStore(state_dir(req.config), OWNER)
-
-
 def cmd_add(req: Request) -> dict[str, Any]:
     from portmap import config  # noqa: PLC0415
 
@@ -45,7 +41,7 @@ def cmd_add(req: Request) -> dict[str, Any]:
     layout = _layout(backend)
     addresses = config.container_addresses(req.prev_result, req.ifname)
     layout.validate(conf, req.network, req.container_id, addresses)
-    store, att = _store(req), Attachment(req.network, req.container_id, req.ifname)
+    store, att = RecordStore.of(req, OWNER), Attachment(req.network, req.container_id, req.ifname)
     previous = _load_record(store, att)
     previous_claims = list(previous.get("claims", []))
     families = sorted(addresses)
@@ -174,7 +170,7 @@ def _backends_to_sweep(record: dict[str, Any] | None) -> tuple[str, ...]:
 def cmd_del(req: Request) -> None:
     from portmap import claims  # noqa: PLC0415
 
-    store, att = _store(req), Attachment(req.network, req.container_id, req.ifname)
+    store, att = RecordStore.of(req, OWNER), Attachment(req.network, req.container_id, req.ifname)
     record: dict[str, Any] | None
     try:
         record = store.load(att)
@@ -216,7 +212,7 @@ def cmd_check(req: Request) -> None:
         return
     backend = resolve(conf.backend)
     config.check_backend_options(req.config, backend)
-    record = _load_record(_store(req), Attachment(req.network, req.container_id, req.ifname))
+    record = _load_record(RecordStore.of(req, OWNER), Attachment(req.network, req.container_id, req.ifname))
     if record.get("backend"):
         backend = _backend_of(record)  # the rules are checked where ADD put them
     layout = _layout(backend)
@@ -235,7 +231,7 @@ def cmd_gc(req: Request) -> None:
     from portmap import claims  # noqa: PLC0415
 
     valid = valid_attachments(req.config)
-    store = _store(req)
+    store = RecordStore.of(req, OWNER)
     errors = []
     for att, foreign in collectable(store, req.network, valid):
         try:

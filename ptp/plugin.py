@@ -15,7 +15,7 @@ import sys
 from cni import args as cni_args
 from cni import faults, log, skel
 from cni.errors import INTERNAL, INVALID_CONFIG, UNKNOWN_CONTAINER, CNIError
-from cni.records import Attachment, RecordStore, is_foreign, state_dir
+from cni.records import Attachment, RecordStore, is_foreign
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -25,21 +25,6 @@ if TYPE_CHECKING:
 
 KNOWN_ARGS = frozenset({"IP"}) | cni_args.KUBERNETES_KEYS
 OWNER = "ptp"
-
-
-def _store(req: Request) -> RecordStore:
-    return RecordStore(state_dir(req.config), OWNER)
-
-
-def _attachment(req: Request) -> Attachment:
-    return Attachment(req.network, req.container_id, req.ifname)
-
-
-def _ipam_type(config: dict[str, Any]) -> str:
-    """The IPAM type, read tolerantly: DEL must clean up even when the config would not validate."""
-    ipam = config.get("ipam")
-    kind = ipam.get("type") if isinstance(ipam, dict) else None
-    return kind if isinstance(kind, str) else ""
 
 
 def cmd_add(req: Request) -> dict[str, Any]:
@@ -57,7 +42,7 @@ def cmd_add(req: Request) -> dict[str, Any]:
     if not netns.is_netns(req.netns):
         raise CNIError(UNKNOWN_CONTAINER, f"failed to open netns {req.netns!r}: not a network namespace")
     ipam = conf.ipam["type"]
-    store, att = _store(req), _attachment(req)
+    store, att = RecordStore.of(req, OWNER), Attachment.of(req)
     host_veth = veths.new_host_veth_name()
     record: dict[str, Any] = {"hostVeth": host_veth, "ips": [], "ipMasq": conf.ipMasq, "ipam": ipam}
     if conf.ipMasq:
@@ -175,12 +160,12 @@ def _families(addresses: list[str]) -> tuple[int, ...]:
 
 
 def cmd_del(req: Request) -> None:
-    store, att = _store(req), _attachment(req)
+    store, att = RecordStore.of(req, OWNER), Attachment.of(req)
     record = store.load_for_delete(att)  # None: nothing of ours; {}: unknown, tear down by name (IPAM is told)
     if record is None:
         log.info("nothing to remove", reason="no record of this attachment: no host veth or rules of ours; "
                                              "only the container interface and the IPAM reservation are looked for")
-    _teardown(req, record, _ipam_type(req.config))
+    _teardown(req, record, req.ipam_type)
     store.delete(att)
 
 
@@ -199,7 +184,7 @@ def cmd_check(req: Request) -> None:
 def _masq_backend(req: Request, configured: str | None) -> str | None:
     """Where ADD put the masquerade rules: the record says; else the config."""
     try:
-        record = _store(req).load(_attachment(req)) or {}
+        record = RecordStore.of(req, OWNER).load(Attachment.of(req)) or {}
     except CNIError:
         record = {}
     return str(record.get("ipMasqBackend") or configured or "") or None
@@ -224,7 +209,7 @@ def cmd_gc(req: Request) -> None:
 
     conf = config.load(req.config)
     valid = valid_attachments(req.config)
-    store = _store(req)
+    store = RecordStore.of(req, OWNER)
     errors: list[str] = []
     for att, foreign in collectable(store, req.network, valid):
         try:

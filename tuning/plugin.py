@@ -15,7 +15,7 @@ import sys
 from cni import args as cni_args
 from cni import skel
 from cni.errors import INTERNAL, INVALID_CONFIG, UNKNOWN_CONTAINER, CNIError
-from cni.records import Attachment, RecordStore, state_dir
+from cni.records import Attachment, RecordStore
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -27,14 +27,6 @@ if TYPE_CHECKING:
 OWNER = "tuning"
 # MAC is the reference's own CNI_ARGS key; IP is the main plugin's, so a chain passing it works.
 KNOWN_ARGS = frozenset({"MAC", "IP"}) | cni_args.KUBERNETES_KEYS
-
-
-def _store(req: Request) -> RecordStore:
-    return RecordStore(state_dir(req.config), OWNER)
-
-
-def _attachment(req: Request) -> Attachment:
-    return Attachment(req.network, req.container_id, req.ifname)
 
 
 def _load_conf(req: Request) -> TuningConf:
@@ -71,7 +63,7 @@ def cmd_add(req: Request) -> dict[str, Any]:
     from tuning import apply  # noqa: PLC0415
     from netlink.rtnl import Netlink  # noqa: PLC0415
 
-    store, att = _store(req), _attachment(req)
+    store, att = RecordStore.of(req, OWNER), Attachment.of(req)
     with Netlink.open(req.netns) as nl:
         link = apply.find_link(nl, req.ifname) if conf.changes_link else None
         old_sysctls = apply.read_sysctls(req.netns, list(conf.sysctl))
@@ -136,7 +128,7 @@ def _undo_add(req: Request, store: RecordStore, att: Attachment, found: dict[str
 
 
 def cmd_del(req: Request) -> None:
-    store, att = _store(req), _attachment(req)
+    store, att = RecordStore.of(req, OWNER), Attachment.of(req)
     try:
         record = store.load(att)
     except CNIError as err:  # nothing trustworthy to restore; the record must not block DEL forever
@@ -170,7 +162,7 @@ def cmd_gc(req: Request) -> None:
     from cni.gc import valid_attachments  # noqa: PLC0415
 
     valid = valid_attachments(req.config)
-    store = _store(req)
+    store = RecordStore.of(req, OWNER)
     for att in list(store.attachments(req.network)):
         if (att.container_id, att.ifname) not in valid:
             store.delete(att)
